@@ -1,0 +1,127 @@
+"""``cosmic-ops``: the operator's command line (SPEC §7)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date
+
+import psycopg
+from psycopg import sql
+
+from . import db, demo, schema, settings
+from .embedded import resolve_conninfo
+
+
+def _connect(purpose: str) -> psycopg.Connection:
+    return db.connect(resolve_conninfo(), application_name=f"cosmic_ops:{purpose}")
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    with _connect("bootstrap") as conn:
+        result = schema.bootstrap(conn)
+    state = "applied " + ", ".join(map(str, result.applied)) if result.changed else "already up to date"
+    print(f"schema version {result.version_after} ({state})")
+    return 0
+
+
+def cmd_db_url(args: argparse.Namespace) -> int:
+    print(db.redact(resolve_conninfo()))
+    return 0
+
+
+def cmd_demo_load(args: argparse.Namespace) -> int:
+    as_of = date.fromisoformat(args.as_of) if args.as_of else None
+    with _connect("demo") as conn:
+        schema.bootstrap(conn)
+        try:
+            report = demo.load(conn, args.scale, seed=args.seed, as_of=as_of, replace=args.replace)
+        except demo.DemoDataPresent as exc:
+            print(f"cosmic-ops: {exc}", file=sys.stderr)
+            return 2
+    for table, rows in report.rows.items():
+        print(f"{table:>20}: {rows:>10,d} rows")
+    print(f"loaded {report.total_rows:,d} rows in {report.seconds:.1f}s ({report.rows_per_s:,.0f} rows/s)")
+    return 0
+
+
+def ensure_dagster_storage(conninfo: str) -> str:
+    """Create Dagster's storage database on the managed server if missing; return its URL."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (settings.DAGSTER_STORAGE_DB,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.DAGSTER_STORAGE_DB)))
+    return db.sqlalchemy_url(conninfo, settings.DAGSTER_STORAGE_DB)
+
+
+def prepare_dagster_env(conninfo: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = str(settings.dagster_home())
+    env[settings.DAGSTER_STORAGE_URL_ENV] = ensure_dagster_storage(conninfo)
+    return env
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Bootstrap (as a Dagster materialization), load demo data if empty, start the UI."""
+    conninfo = resolve_conninfo()
+    env = prepare_dagster_env(conninfo)
+    os.environ.update(env)
+    import dagster as dg
+
+    from .assets.schema import cosmic_schema
+    from .resources.postgres import postgres_from_env
+
+    instance = dg.DagsterInstance.get()
+    result = dg.materialize([cosmic_schema], instance=instance, resources={"postgres": postgres_from_env()})
+    if not result.success:
+        return 1
+    with _connect("demo") as conn:
+        try:
+            report = demo.load(conn, args.scale)
+            print(f"demo data: {report.total_rows:,d} rows at scale {args.scale} in {report.seconds:.1f}s")
+        except demo.DemoDataPresent:
+            print("demo data: already present, kept as is")
+    print(f"managed database: {db.redact(conninfo)}")
+    command = ["dagster", "dev", "-w", str(settings.project_root() / "workspace.yaml"),
+               "-h", args.host, "-p", str(args.port)]
+    os.execvpe(command[0], command, env)
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cosmic-ops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db_parser = sub.add_parser("db", help="the managed database")
+    db_sub = db_parser.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("init", help="create or migrate the schema (idempotent)").set_defaults(func=cmd_db_init)
+    db_sub.add_parser("url", help="print the managed database's conninfo, password removed").set_defaults(
+        func=cmd_db_url)
+
+    demo_parser = sub.add_parser("demo", help="synthetic game data")
+    demo_sub = demo_parser.add_subparsers(dest="demo_command", required=True)
+    load = demo_sub.add_parser("load", help="load deterministic demo data with COPY")
+    load.add_argument("--scale", choices=sorted(demo.SCALES), default="small")
+    load.add_argument("--seed", type=int, default=42)
+    load.add_argument("--as-of", help="reference date YYYY-MM-DD (default: today, UTC)")
+    load.add_argument("--replace", action="store_true", help="wipe existing game data first")
+    load.set_defaults(func=cmd_demo_load)
+
+    dev = sub.add_parser("dev", help="bootstrap, load demo data if empty, start the Dagster UI")
+    dev.add_argument("--scale", choices=sorted(demo.SCALES), default="small")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Connections, safe DDL execution and the maintenance advisory lock.
+
+Every DDL statement runs under a short ``lock_timeout`` and is retried with
+backoff, so game traffic never queues for long behind maintenance (a DDL waiting
+for ACCESS EXCLUSIVE blocks every later query on the table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_APPLICATION_NAME = "cosmic_ops"
+
+
+def redact(conninfo: str) -> str:
+    """The conninfo with any password removed: safe for logs, metadata and errors."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<unparseable connection string>"
+    if "password" in params:
+        params["password"] = "****"
+    return make_conninfo(**params)
+
+
+def with_database(conninfo: str, dbname: str) -> str:
+    """The same server and credentials, another database."""
+    params = conninfo_to_dict(conninfo)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def sqlalchemy_url(conninfo: str, dbname: str | None = None) -> str:
+    """A ``postgresql+psycopg2://`` URL for dagster-postgres (see NOTES-dagster.md)."""
+    from urllib.parse import quote, urlencode
+
+    params = conninfo_to_dict(conninfo)
+    user = quote(params.pop("user", "postgres"), safe="")
+    password = params.pop("password", None)
+    host = params.pop("host", "")
+    port = params.pop("port", None)
+    db = quote(dbname or params.pop("dbname", "postgres"), safe="")
+    params.pop("dbname", None)
+    auth = user + (":" + quote(password, safe="") if password else "")
+    query: dict[str, str] = {k: str(v) for k, v in params.items()}
+    netloc = host
+    if host.startswith("/"):  # Unix socket directory goes in the query string
+        query["host"] = host
+        netloc = ""
+    if port and netloc:
+        netloc += f":{port}"
+    elif port:
+        query["port"] = str(port)
+    tail = ("?" + urlencode(query)) if query else ""
+    return f"postgresql+psycopg2://{auth}@{netloc}/{db}{tail}"
+
+
+def connect(
+    conninfo: str,
+    *,
+    application_name: str = DEFAULT_APPLICATION_NAME,
+    lock_timeout: str = "5s",
+    statement_timeout: str = "0",
+    autocommit: bool = False,
+) -> psycopg.Connection:
+    """Open a maintenance session: named in pg_stat_activity, bounded lock waits.
+
+    Errors never carry the password: psycopg's messages quote the server, not the
+    conninfo, and we re-raise with a redacted description.
+    """
+    options = f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"
+    try:
+        return psycopg.connect(
+            conninfo,
+            application_name=application_name,
+            options=options,
+            autocommit=autocommit,
+        )
+    except psycopg.OperationalError as exc:
+        raise psycopg.OperationalError(
+            f"cannot connect to {redact(conninfo)}: {str(exc).strip()}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------
+# DDL under lock_timeout with retries
+
+
+class LockRetriesExhausted(RuntimeError):
+    """A DDL could not get its lock within the retry budget; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    lock_timeout_ms: int = 2000
+    attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+
+
+@dataclass
+class DdlOutcome:
+    attempts: int
+    lock_wait_s: float
+
+
+def run_locked(
+    conn: psycopg.Connection,
+    work: Callable[[psycopg.Connection], object],
+    *,
+    what: str,
+    policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> DdlOutcome:
+    """Run ``work`` in one transaction under ``SET LOCAL lock_timeout``; retry on lock timeout.
+
+    ``work`` must only issue statements (no commit): on a lock timeout the whole
+    transaction rolls back, so a failed attempt leaves nothing half-done.
+    The connection must not be inside a transaction already.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError(f"{what}: connection already inside a transaction")
+    waited = 0.0
+    for attempt in range(1, policy.attempts + 1):
+        started = time.monotonic()
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("SET LOCAL lock_timeout = {}").format(
+                        sql.Literal(f"{policy.lock_timeout_ms}ms")
+                    )
+                )
+                work(conn)
+            return DdlOutcome(attempts=attempt, lock_wait_s=waited)
+        except errors.LockNotAvailable:
+            waited += time.monotonic() - started
+            if attempt == policy.attempts:
+                break
+            delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
+            delay *= random.uniform(0.8, 1.2)
+            log.warning(
+                "%s: lock not granted within %d ms (attempt %d/%d); retrying in %.2fs",
+                what, policy.lock_timeout_ms, attempt, policy.attempts, delay,
+            )
+            sleep(delay)
+            waited += delay
+    raise LockRetriesExhausted(
+        f"{what}: could not acquire the lock after {policy.attempts} attempts of "
+        f"{policy.lock_timeout_ms} ms each; another session holds a conflicting lock. "
+        "Nothing was changed."
+    )
+
+
+def run_ddl(
+    conn: psycopg.Connection,
+    statements: Sequence[sql.Composable],
+    *,
+    what: str,
+    policy: RetryPolicy = RetryPolicy(),
+) -> DdlOutcome:
+    """Run DDL statements atomically under lock_timeout with retries."""
+
+    def work(c: psycopg.Connection) -> None:
+        for statement in statements:
+            c.execute(statement)
+
+    return run_locked(conn, work, what=what, policy=policy)
+
+
+# ---------------------------------------------------------------------------
+# Maintenance advisory lock
+
+# First key of the two-int advisory lock space reserved for cosmic_ops.
+ADVISORY_LOCK_CLASS = 0x0C05
+
+
+class MaintenanceLockBusy(RuntimeError):
+    """Another session holds the maintenance lock: the work was NOT done."""
+
+
+def _lock_holder(conn: psycopg.Connection, scope: str) -> str:
+    row = conn.execute(
+        """
+        SELECT a.pid, a.application_name, a.backend_start, a.state
+        FROM pg_locks l
+        JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid = %s::int::oid AND l.objid = hashtext(%s)::oid
+          AND l.objsubid = 2
+        LIMIT 1
+        """,
+        (ADVISORY_LOCK_CLASS, scope),
+    ).fetchone()
+    if row is None:
+        return "an unknown session (it may just have released it)"
+    pid, app, started, state = row
+    return f"pid {pid} (application_name={app!r}, connected since {started:%Y-%m-%d %H:%M:%S%z}, state={state})"
+
+
+@contextlib.contextmanager
+def maintenance_lock(
+    conn: psycopg.Connection, scope: str, *, wait_s: float = 0.0, poll_s: float = 0.5
+) -> Iterator[None]:
+    """Hold the session-level advisory lock for ``scope`` (e.g. ``"event_logs"``).
+
+    It is per database (advisory locks are) and per scope. If another session holds
+    it for longer than ``wait_s`` we raise ``MaintenanceLockBusy`` naming the holder:
+    a skipped run must never look like success.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        got = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (ADVISORY_LOCK_CLASS, scope)
+        ).fetchone()[0]
+        if not conn.autocommit:
+            conn.commit()
+        if got:
+            break
+        if time.monotonic() >= deadline:
+            holder = _lock_holder(conn, scope)
+            if not conn.autocommit:
+                conn.commit()
+            raise MaintenanceLockBusy(
+                f"maintenance lock {scope!r} on database {conn.info.dbname!r} is held by {holder}; "
+                "this run did not do its work"
+            )
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                conn.rollback()
+            conn.execute(
+                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (ADVISORY_LOCK_CLASS, scope)
+            )
+            if not conn.autocommit:
+                conn.commit()

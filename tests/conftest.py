@@ -1,0 +1,70 @@
+"""Real PostgreSQL for every test: ``COSMIC_OPS_DATABASE_URL`` if set, else the embedded server.
+
+Each test module gets a fresh database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cosmic_ops import db, schema, settings
+from cosmic_ops.embedded import embedded_conninfo
+
+
+@pytest.fixture(scope="session")
+def server_conninfo() -> str:
+    """Maintenance conninfo of the server under test (the ``postgres`` database)."""
+    return os.environ.get(settings.DATABASE_URL_ENV) or embedded_conninfo()
+
+
+def _create_database(server: str, label: str) -> str:
+    name = f"cosmic_test_{re.sub(r'[^a-z0-9]+', '_', label.lower())[-30:]}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def _drop_database(server: str, name: str) -> None:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def fresh_database(request, server_conninfo):
+    """A new, empty database for this test module: yields its conninfo."""
+    name = _create_database(server_conninfo, request.module.__name__.rsplit(".", 1)[-1])
+    try:
+        yield db.with_database(server_conninfo, name)
+    finally:
+        _drop_database(server_conninfo, name)
+
+
+@pytest.fixture(scope="module")
+def bootstrapped_database(fresh_database):
+    """A fresh database with the Cosmic Gardener schema at the latest version."""
+    with db.connect(fresh_database) as conn:
+        schema.bootstrap(conn)
+    return fresh_database
+
+
+@pytest.fixture()
+def new_database(request, server_conninfo):
+    """A new, empty database for one test (when a module needs several)."""
+    name = _create_database(server_conninfo, request.node.name)
+    try:
+        yield db.with_database(server_conninfo, name)
+    finally:
+        _drop_database(server_conninfo, name)
+
+
+@pytest.fixture()
+def conn(bootstrapped_database):
+    """A psycopg connection (autocommit off) on the module's bootstrapped database."""
+    with db.connect(bootstrapped_database) as connection:
+        yield connection
