@@ -1,4 +1,8 @@
-"""The code location: every domain module's definitions plus shared resources."""
+"""The code location: every domain module's definitions plus shared resources.
+
+Each module under ``cosmic_ops.assets`` exports ``defs`` (its assets, checks,
+jobs, schedules and sensors); this file only assembles them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,11 @@ import dagster as dg
 from .assets import schema as schema_assets
 from .resources.postgres import postgres_from_env
 
+DOMAIN_MODULES = [
+    schema_assets,
+]
+
 defs = dg.Definitions.merge(
-    schema_assets.defs,
+    *(module.defs for module in DOMAIN_MODULES),
     dg.Definitions(resources={"postgres": postgres_from_env()}),
 )

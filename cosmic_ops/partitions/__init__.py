@@ -1,4 +1,4 @@
-"""Monthly RANGE partitions (placeholder until the partition-maintenance core lands)."""
+"""Monthly RANGE partition maintenance: catalog reading, planning, applying."""
 
 from __future__ import annotations
 
@@ -8,25 +8,17 @@ from typing import Iterable
 import psycopg
 from psycopg import sql
 
-from .schema import EVENT_LOG_STORAGE
-from .timeutil import month_bounds_utc
+from ..schema import EVENT_LOG_STORAGE
+from ..timeutil import month_bounds_utc
+from .catalog import Partition, default_partition, list_partitions, partition_for_month
+
+__all__ = ["Partition", "default_partition", "ensure_month_partitions", "list_partitions", "partition_for_month"]
 
 
-def existing_lower_bounds(conn: psycopg.Connection, table: str) -> set[date]:
-    rows = conn.execute(
-        r"""
-        SELECT (btrim((regexp_match(pg_get_expr(c.relpartbound, c.oid),
-                       '^FOR VALUES FROM \((.*)\) TO'))[1], '''')::timestamptz AT TIME ZONE 'UTC')::date
-        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = %s::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-        """,
-        (table,),
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
+# TODO(issue 3): replace with the policy-driven plan/apply core (low-lock attach,
+# DEFAULT rehoming); the demo generator calls this name.
 def ensure_month_partitions(conn: psycopg.Connection, table: str, months: Iterable[date]) -> list[str]:
-    have = existing_lower_bounds(conn, table)
+    have = {p.lower_month() for p in list_partitions(conn, table)}
     created = []
     for month in months:
         lower, upper = month_bounds_utc(month)

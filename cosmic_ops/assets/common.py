@@ -1,0 +1,23 @@
+"""What every domain's assets share: the monthly partitions and the maintenance pool."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+# First month Dagster shows; the demo data reaches 15 months back.
+FIRST_MONTH_ENV = "COSMIC_OPS_FIRST_MONTH"
+DEFAULT_FIRST_MONTH = "2025-01-01"
+# premake 3 months ahead: Dagster lists finished windows only, so end_offset = premake + 1.
+PREMAKE_MONTHS = 3
+
+MONTHLY = dg.MonthlyPartitionsDefinition(
+    start_date=os.environ.get(FIRST_MONTH_ENV, DEFAULT_FIRST_MONTH),
+    timezone="UTC",
+    end_offset=PREMAKE_MONTHS + 1,
+)
+
+# One maintenance run per database at a time (dagster.yaml sets the pool limit to 1);
+# the PostgreSQL advisory lock in cosmic_ops.db backs it up across deployments.
+MAINTENANCE_POOL = "cosmic_maintenance"

@@ -1,0 +1,122 @@
+"""Partitions as the catalog knows them: ``pg_inherits`` + ``pg_get_expr(relpartbound)``.
+
+Never by name. Bounds are cast back to the partition key's type in the same
+session that rendered them, so the session TimeZone cannot shift them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Optional
+
+import psycopg
+
+_PARTITIONS_SQL = r"""
+WITH key AS (
+    SELECT pt.partrelid, pt.partstrat, pt.partnatts,
+           format_type(a.atttypid, a.atttypmod) AS key_type, a.attname AS key_column
+    FROM pg_partitioned_table pt
+    LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+    WHERE pt.partrelid = %(parent)s::regclass
+), parts AS (
+    SELECT c.oid, n.nspname, c.relname, c.relkind,
+           pg_get_expr(c.relpartbound, c.oid) AS bound,
+           regexp_match(pg_get_expr(c.relpartbound, c.oid), '^FOR VALUES FROM \((.*)\) TO \((.*)\)$') AS rb
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE i.inhparent = %(parent)s::regclass
+)
+SELECT parts.oid, parts.nspname, parts.relname, parts.relkind, parts.bound, key.key_type,
+       CASE WHEN key.partnatts = 1 AND key.key_type = 'timestamp with time zone'
+                 AND rb[1] NOT IN ('MINVALUE', 'MAXVALUE')
+            THEN btrim(rb[1], '''')::timestamptz END AS lower_tz,
+       CASE WHEN key.partnatts = 1 AND key.key_type = 'timestamp with time zone'
+                 AND rb[2] NOT IN ('MINVALUE', 'MAXVALUE')
+            THEN btrim(rb[2], '''')::timestamptz END AS upper_tz,
+       CASE WHEN key.partnatts = 1 AND key.key_type = 'timestamp without time zone'
+                 AND rb[1] NOT IN ('MINVALUE', 'MAXVALUE')
+            THEN btrim(rb[1], '''')::timestamp END AS lower_ts,
+       CASE WHEN key.partnatts = 1 AND key.key_type = 'timestamp without time zone'
+                 AND rb[2] NOT IN ('MINVALUE', 'MAXVALUE')
+            THEN btrim(rb[2], '''')::timestamp END AS upper_ts,
+       CASE WHEN key.partnatts = 1 AND key.key_type = 'date' AND rb[1] NOT IN ('MINVALUE', 'MAXVALUE')
+            THEN btrim(rb[1], '''')::date END AS lower_date,
+       CASE WHEN key.partnatts = 1 AND key.key_type = 'date' AND rb[2] NOT IN ('MINVALUE', 'MAXVALUE')
+            THEN btrim(rb[2], '''')::date END AS upper_date
+FROM parts CROSS JOIN key
+ORDER BY parts.relname
+"""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One child of a partitioned table. ``lower``/``upper`` are set for single-column
+    RANGE partitions on a time key (timestamptz and timestamp as UTC-aware datetimes,
+    date as ``date``); ``None`` for MINVALUE/MAXVALUE, DEFAULT, LIST and HASH."""
+
+    oid: int
+    schema: str
+    name: str
+    bound: str
+    key_type: str
+    is_default: bool
+    is_partitioned: bool
+    lower: Optional[datetime | date] = None
+    upper: Optional[datetime | date] = None
+
+    @property
+    def qualified(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+    def lower_month(self) -> Optional[date]:
+        """The calendar month (UTC) this partition starts in, if it has a time lower bound."""
+        if self.lower is None:
+            return None
+        if isinstance(self.lower, datetime):
+            moment = self.lower.astimezone(timezone.utc)
+            return date(moment.year, moment.month, 1)
+        return date(self.lower.year, self.lower.month, 1)
+
+
+def _as_utc(value: Optional[datetime]) -> Optional[datetime]:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # timestamp without time zone: bounds are read as UTC
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def list_partitions(conn: psycopg.Connection, parent: str) -> list[Partition]:
+    """Direct children of ``parent`` (a regclass text such as ``event_logs`` or ``s.t``),
+    time-ranged ones ordered by lower bound, then the rest by name."""
+    rows = conn.execute(_PARTITIONS_SQL, {"parent": parent}).fetchall()
+    result = []
+    for oid, nsp, name, relkind, bound, key_type, ltz, utz, lts, uts, ld, ud in rows:
+        lower = _as_utc(ltz) if ltz is not None else _as_utc(lts) if lts is not None else ld
+        upper = _as_utc(utz) if utz is not None else _as_utc(uts) if uts is not None else ud
+        result.append(Partition(
+            oid=oid, schema=nsp, name=name, bound=bound, key_type=key_type,
+            is_default=(bound == "DEFAULT"), is_partitioned=(relkind == "p"),
+            lower=lower, upper=upper,
+        ))
+
+    def order(p: Partition):
+        if p.lower is None:
+            return (1, datetime.min.replace(tzinfo=timezone.utc), p.name)
+        low = p.lower if isinstance(p.lower, datetime) else datetime(
+            p.lower.year, p.lower.month, p.lower.day, tzinfo=timezone.utc)
+        return (0, low, p.name)
+
+    return sorted(result, key=order)
+
+
+def default_partition(conn: psycopg.Connection, parent: str) -> Optional[Partition]:
+    return next((p for p in list_partitions(conn, parent) if p.is_default), None)
+
+
+def partition_for_month(conn: psycopg.Connection, parent: str, month: date) -> Optional[Partition]:
+    """The RANGE partition of ``parent`` whose lower bound is the start of ``month`` (UTC)."""
+    wanted = date(month.year, month.month, 1)
+    return next((p for p in list_partitions(conn, parent) if p.lower_month() == wanted), None)
