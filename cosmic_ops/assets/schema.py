@@ -1,6 +1,5 @@
 """``cosmic_schema``: the versioned bootstrap of the managed database."""
 
-from __future__ import annotations
 
 import dagster as dg
 

