@@ -1,0 +1,185 @@
+"""VACUUM / ANALYZE of partitions and ANALYZE of partitioned parents: plan, then apply.
+
+VACUUM cannot run inside a transaction block, so ``apply`` needs an autocommit
+connection. Each action runs under the maintenance advisory lock of its root
+table (``db.maintenance_lock(conn, root)``, the scope every maintenance job of
+that table takes), so a VACUUM never overlaps a DETACH or an archive move of
+the same table; a busy lock raises ``MaintenanceLockBusy`` naming the holder.
+
+Autovacuum never ANALYZEs a partitioned parent (it holds no rows itself), so the
+planner's parent-level statistics go stale unless someone runs ``ANALYZE
+<parent>`` after structural changes: the seed's ``ANALYZE event_logs; ANALYZE
+celestial_bodies``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import psycopg
+from psycopg import errors, sql
+
+from .. import db
+
+KINDS = ("vacuum_analyze", "vacuum", "analyze")
+
+_RELATION_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relkind,
+       coalesce(pg_partition_root(c.oid), c.oid)::regclass::text AS root
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+
+_ROOTS_SQL = """
+SELECT n.nspname, c.relname, c.oid::regclass::text
+FROM pg_partitioned_table pt
+JOIN pg_class c ON c.oid = pt.partrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY n.nspname, c.relname
+"""
+
+
+class RelationNotFound(LookupError):
+    """The relation to maintain does not exist (or is not a table)."""
+
+
+@dataclass(frozen=True)
+class MaintenanceAction:
+    kind: str  # one of KINDS
+    schema: str
+    table: str
+    oid: int
+    lock_scope: str  # the root table: scope of db.maintenance_lock
+
+    @property
+    def statement(self) -> sql.Composed:
+        target = sql.Identifier(self.schema, self.table)
+        if self.kind == "analyze":
+            return sql.SQL("ANALYZE {}").format(target)
+        options = sql.SQL("(ANALYZE) ") if self.kind == "vacuum_analyze" else sql.SQL("")
+        return sql.SQL("VACUUM {}{}").format(options, target)
+
+    def as_sql(self, conn: psycopg.Connection) -> str:
+        return self.statement.as_string(conn)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: MaintenanceAction
+    sql_text: str
+    seconds: float
+    attempts: int
+    dead_tuples_before: int
+    dead_tuples_after: int
+    live_tuples_after: int
+
+
+def _relation(conn: psycopg.Connection, schema: str, table: str) -> tuple[int, str, str]:
+    row = conn.execute(_RELATION_SQL, (schema, table)).fetchone()
+    if row is None or row[3] not in ("r", "p", "m"):
+        raise RelationNotFound(f"no table {schema}.{table} in database {conn.info.dbname!r}")
+    oid, _, _, relkind, root = row
+    return oid, relkind, root
+
+
+def plan_vacuum(
+    conn: psycopg.Connection, relations: Iterable[tuple[str, str]], *, analyze: bool = True
+) -> list[MaintenanceAction]:
+    """VACUUM (ANALYZE) of each leaf table; a partitioned table is refused (VACUUM of a parent
+    would walk every partition: name the partitions instead)."""
+    actions = []
+    for schema, table in relations:
+        oid, relkind, root = _relation(conn, schema, table)
+        if relkind == "p":
+            raise ValueError(f"{schema}.{table} is partitioned: vacuum its partitions, analyze the parent")
+        actions.append(MaintenanceAction("vacuum_analyze" if analyze else "vacuum", schema, table, oid, root))
+    return actions
+
+
+def plan_analyze(conn: psycopg.Connection, relations: Iterable[tuple[str, str]]) -> list[MaintenanceAction]:
+    actions = []
+    for schema, table in relations:
+        oid, _, root = _relation(conn, schema, table)
+        actions.append(MaintenanceAction("analyze", schema, table, oid, root))
+    return actions
+
+
+def partitioned_roots(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(schema, table) of every top-level partitioned table in the database."""
+    return [(nsp, name) for nsp, name, _ in conn.execute(_ROOTS_SQL).fetchall()]
+
+
+def plan_markdown(conn: psycopg.Connection, actions: Sequence[MaintenanceAction]) -> str:
+    lines = ["| # | action | relation | lock scope | SQL |", "|---|---|---|---|---|"]
+    for number, action in enumerate(actions, 1):
+        lines.append(
+            f"| {number} | {action.kind} | {action.schema}.{action.table} | {action.lock_scope} "
+            f"| `{action.as_sql(conn)}` |"
+        )
+    return "\n".join(lines)
+
+
+def _tuples(conn: psycopg.Connection, oid: int) -> tuple[int, int]:
+    # Each autocommit statement takes a fresh statistics snapshot.
+    live, dead = conn.execute(
+        "SELECT pg_stat_get_live_tuples(%s::oid), pg_stat_get_dead_tuples(%s::oid)", (oid, oid)
+    ).fetchone()
+    return int(live), int(dead)
+
+
+def _execute_with_retry(
+    conn: psycopg.Connection, statement: sql.Composed, *, what: str, policy: db.RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Run one statement that cannot sit in a transaction block (VACUUM) under a short
+    lock_timeout, retrying with backoff like ``db.run_locked`` does for DDL."""
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            conn.execute(statement)
+            return attempt
+        except errors.LockNotAvailable:
+            if attempt == policy.attempts:
+                break
+            sleep(min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2))
+    raise db.LockRetriesExhausted(
+        f"{what}: lock not granted after {policy.attempts} attempts of {policy.lock_timeout_ms} ms; "
+        "nothing was changed"
+    )
+
+
+def apply(
+    conn: psycopg.Connection,
+    actions: Sequence[MaintenanceAction],
+    *,
+    lock_wait_s: float = 0.0,
+    policy: db.RetryPolicy = db.RetryPolicy(),
+    log: Callable[[str], None] = lambda message: None,
+) -> list[ActionResult]:
+    """Run the actions on an autocommit connection, each under its root table's maintenance lock.
+
+    Locks are taken for all scopes up front (sorted, so two runs cannot deadlock) and held
+    until the end: a run either does all its work or reports who holds the lock.
+    """
+    if not conn.autocommit:
+        raise ValueError("VACUUM cannot run inside a transaction block: pass an autocommit connection")
+    results: list[ActionResult] = []
+    with contextlib.ExitStack() as locks:
+        for scope in sorted({a.lock_scope for a in actions}):
+            locks.enter_context(db.maintenance_lock(conn, scope, wait_s=lock_wait_s))
+        for action in actions:
+            text = action.as_sql(conn)
+            _, dead_before = _tuples(conn, action.oid)
+            started = time.perf_counter()
+            attempts = _execute_with_retry(conn, action.statement, what=text, policy=policy)
+            seconds = time.perf_counter() - started
+            live_after, dead_after = _tuples(conn, action.oid)
+            log(f"{text}: dead tuples {dead_before} -> {dead_after} in {seconds:.2f}s")
+            results.append(ActionResult(action, text, seconds, attempts, dead_before, dead_after, live_after))
+    return results

@@ -1,0 +1,83 @@
+"""Policy values with units (SPEC §4): ``"2 GB"``, ``"5M rows"``, ``"20%"``, ``"5 min"``.
+
+A bare number is an error: ``2`` could mean bytes, gigabytes or rows, and a
+threshold read with the wrong unit silently never fires (or always does).
+"""
+
+from __future__ import annotations
+
+import re
+
+# PostgreSQL's memory units (postgresql.conf, pg_size_pretty): multiples of 1024.
+_BYTE_UNITS = {
+    "b": 1, "bytes": 1,
+    "kb": 1024, "kib": 1024,
+    "mb": 1024**2, "mib": 1024**2,
+    "gb": 1024**3, "gib": 1024**3,
+    "tb": 1024**4, "tib": 1024**4,
+}
+_ROW_MULTIPLIERS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+_DURATION_UNITS = {
+    "ms": 0.001,
+    "s": 1, "sec": 1, "second": 1, "seconds": 1,
+    "min": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+}
+_NUMBER = r"(?P<number>\d+(?:\.\d+)?)"
+
+
+class UnitError(ValueError):
+    """A policy value without a unit, with an unknown unit, or out of range."""
+
+
+def _match(pattern: str, value: object, what: str, example: str) -> re.Match:
+    if not isinstance(value, str):
+        raise UnitError(f"{what} {value!r} has no unit; write it like {example!r}")
+    found = re.fullmatch(pattern, value.strip(), flags=re.IGNORECASE)
+    if not found:
+        raise UnitError(f"{what} {value!r} is not understood; write it like {example!r}")
+    return found
+
+
+def parse_bytes(value: object) -> int:
+    """``"2 GB"`` -> 2147483648. Units: B, kB, MB, GB, TB (x1024; KiB..TiB accepted)."""
+    found = _match(_NUMBER + r"\s*(?P<unit>[a-z]+)", value, "byte size", "2 GB")
+    unit = found["unit"].lower()
+    if unit not in _BYTE_UNITS:
+        raise UnitError(f"byte size {value!r}: unknown unit {found['unit']!r}; use one of B, kB, MB, GB, TB")
+    return int(float(found["number"]) * _BYTE_UNITS[unit])
+
+
+def parse_rows(value: object) -> int:
+    """``"5M rows"`` / ``"250000 rows"`` -> a row count."""
+    found = _match(_NUMBER + r"\s*(?P<mult>[kmg]?)\s+rows?", value, "row count", "5M rows")
+    return int(float(found["number"]) * _ROW_MULTIPLIERS[found["mult"].lower()])
+
+
+def parse_ratio(value: object) -> float:
+    """``"20%"`` -> 0.2; must lie in (0, 100] percent."""
+    found = _match(_NUMBER + r"\s*%", value, "ratio", "20%")
+    ratio = float(found["number"]) / 100
+    if not 0 < ratio <= 1:
+        raise UnitError(f"ratio {value!r} must be above 0% and at most 100%")
+    return ratio
+
+
+def parse_duration(value: object) -> float:
+    """``"5 min"`` -> 300.0 seconds. Units: ms, s, min, h, d."""
+    found = _match(_NUMBER + r"\s*(?P<unit>[a-z]+)", value, "duration", "5 min")
+    unit = found["unit"].lower()
+    if unit not in _DURATION_UNITS:
+        raise UnitError(f"duration {value!r}: unknown unit {found['unit']!r}; use one of ms, s, min, h, d")
+    return float(found["number"]) * _DURATION_UNITS[unit]
+
+
+def format_bytes(size: int) -> str:
+    """The inverse of ``parse_bytes`` for display, like ``pg_size_pretty``."""
+    amount = float(size)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if abs(amount) < 1024:
+            return f"{amount:.0f} {unit}" if unit == "bytes" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} TB"
