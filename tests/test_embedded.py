@@ -22,7 +22,7 @@ def test_cli_bootstraps_an_embedded_server_when_no_url_is_set(tmp_path):
     assert "schema version 1 (already up to date)" in again.stdout
     where = subprocess.run(cli + ["db", "url"], env=env, capture_output=True, text=True).stdout.strip()
     pgdata = tmp_path / "state" / "pgdata"
-    assert f"host={pgdata}" in where
+    assert f"host={pgdata}" in where and "dbname=cosmic_gardener" in where
     try:
         with psycopg.connect(where) as conn:
             assert conn.execute("SELECT max(version) FROM cosmic_ops.schema_version").fetchone()[0] == 1
