@@ -1,0 +1,61 @@
+"""Row count and an order-independent checksum of a table's rows, computed in SQL.
+
+The checksum sums the first 64 bits of md5 of each row's text form over a fixed,
+name-sorted column list, with the output settings that shape that text pinned
+(TimeZone, DateStyle, ...), so the same rows give the same value in the source,
+in a scratch database and in a restored table whatever the column order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import psycopg
+from psycopg import sql
+
+# Pinned for the rest of the caller's transaction (set_config(..., true)).
+_TEXT_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    rows: int
+    checksum: str
+
+    def matches(self, rows: int | None, checksum: str | None) -> bool:
+        return self.rows == rows and self.checksum == checksum
+
+
+def table_columns(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, ...]:
+    rows = conn.execute(
+        """
+        SELECT a.attname FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        (schema, table),
+    ).fetchall()
+    if not rows:
+        raise LookupError(f"table {schema}.{table} not found")
+    return tuple(r[0] for r in rows)
+
+
+def fingerprint(conn: psycopg.Connection, schema: str, table: str, columns: Sequence[str]) -> Fingerprint:
+    """Must run inside a transaction (the caller's): the settings are transaction-local."""
+    for name, value in _TEXT_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in sorted(columns)))
+    query = sql.SQL(
+        "SELECT count(*), coalesce(sum(('x' || left(md5({row}::text), 16))::bit(64)::bigint), 0)::text "
+        "FROM {table}"
+    ).format(row=row, table=sql.Identifier(schema, table))
+    rows, checksum = conn.execute(query).fetchone()
+    return Fingerprint(rows=rows, checksum=checksum)

@@ -1,0 +1,66 @@
+"""Retention and backup-generation policy for event_logs months.
+
+Values carry units and are validated: ``"12"`` is an error, not 12 of something.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from ..timeutil import add_months, month_start
+
+RETIRE_ACTIONS = ("drop", "archive-schema")
+_RETENTION_RE = re.compile(r"^\s*(\d+)\s*(month|months|year|years)\s*$", re.IGNORECASE)
+_IDENTIFIER_MAX = 63
+
+
+class PolicyError(ValueError):
+    """A policy value is malformed; nothing was done."""
+
+
+def parse_retention_months(text: str) -> int:
+    """``"12 months"`` -> 12, ``"2 years"`` -> 24. Months are the partition grain, so
+    days/hours are refused rather than rounded."""
+    match = _RETENTION_RE.match(str(text))
+    if not match:
+        raise PolicyError(
+            f"retention {text!r} must be a whole number of months or years with its unit, "
+            "e.g. '12 months' or '1 year'"
+        )
+    count, unit = int(match.group(1)), match.group(2).lower()
+    months = count * 12 if unit.startswith("year") else count
+    if months < 1:
+        raise PolicyError(f"retention {text!r} must keep at least one month")
+    return months
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long months stay attached, what retiring does, how many backups to keep."""
+
+    retention: str = "12 months"
+    action: str = "drop"
+    archive_schema: str = "event_logs_archive"
+    keep_generations: int = 3
+
+    def __post_init__(self) -> None:
+        parse_retention_months(self.retention)
+        if self.action not in RETIRE_ACTIONS:
+            raise PolicyError(f"action {self.action!r} must be one of {', '.join(RETIRE_ACTIONS)}")
+        if not self.archive_schema or len(self.archive_schema) > _IDENTIFIER_MAX:
+            raise PolicyError(f"archive schema name {self.archive_schema!r} must be 1..63 characters")
+        if self.keep_generations < 1:
+            raise PolicyError(f"keep_generations must be >= 1, got {self.keep_generations}")
+
+    @property
+    def retention_months(self) -> int:
+        return parse_retention_months(self.retention)
+
+    def cutoff(self, today: date) -> date:
+        """First month still inside the window: months before it may be retired."""
+        return add_months(month_start(today), -self.retention_months)
+
+    def is_past_retention(self, month: date, today: date) -> bool:
+        return month_start(month) < self.cutoff(today)

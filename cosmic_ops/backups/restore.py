@@ -1,0 +1,166 @@
+"""Restore one month from its newest verified backup: back as the partition, or into a named table.
+
+The rows are streamed from the archive into a new table and counted (rows and
+checksum against the manifest) in the same transaction that creates it, so a
+restore either lands whole and proven or not at all. Re-attaching adds a CHECK
+matching the bounds first, so ATTACH does not scan the table under its lock. A
+run killed after the copy finds the proven table and only attaches it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Optional
+
+import psycopg
+from psycopg import sql
+
+from .. import db
+from ..partitions.catalog import partition_for_month
+from ..timeutil import month_bounds_utc, month_start
+from .fingerprint import fingerprint
+from .scratch import stream_table_data
+from .store import BackupStore, Generation
+from .tools import PgClient
+from .verify import qualified_name
+
+
+class RestoreRefused(RuntimeError):
+    """The restore would overwrite or duplicate something; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    schema: str
+    table: str
+    attached: bool
+    rows: int
+    row_checksum: str
+    generation: str
+    resumed: bool
+    seconds: float
+
+
+def newest_proven_generation(store: BackupStore, database: str, parent: str, month: date) -> Generation:
+    """The newest generation that was verified by a restore and whose file is still intact."""
+    generations = store.month_generations(database, parent, month)
+    for generation in generations:
+        if generation.verified and generation.file_intact():
+            return generation
+    raise RestoreRefused(
+        f"no verified, intact backup of {parent} {month:%Y-%m} in {store.root} "
+        f"({len(generations)} generation(s) found)"
+    )
+
+
+def _relation(conn: psycopg.Connection, schema: str, name: str) -> Optional[tuple[int, bool]]:
+    return conn.execute(
+        "SELECT c.oid, c.relispartition FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, name),
+    ).fetchone()
+
+
+def partition_key_column(conn: psycopg.Connection, parent: str) -> str:
+    row = conn.execute(
+        "SELECT a.attname FROM pg_partitioned_table pt JOIN pg_attribute a "
+        "ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] WHERE pt.partrelid = %s::regclass",
+        (parent,),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"{parent} is not a partitioned table")
+    return row[0]
+
+
+def attach_month(conn: psycopg.Connection, parent: str, schema: str, name: str, month: date,
+                 *, policy: db.RetryPolicy = db.RetryPolicy()) -> None:
+    """ATTACH a standalone table as ``parent``'s partition for ``month``, with a CHECK on
+    the bounds added first so ATTACH does not scan under its ACCESS EXCLUSIVE lock."""
+    lower, upper = month_bounds_utc(month)
+    key = sql.Identifier(partition_key_column(conn, parent))
+    table = sql.Identifier(schema, name)
+    constraint = sql.Identifier(f"{name[:40]}_attach_bounds")
+    parent_id = qualified_name(conn, parent)
+    conn.commit()
+    db.run_ddl(conn, [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
+        table, constraint, key, sql.Literal(lower), key, sql.Literal(upper))],
+        what=f"bounds check on {schema}.{name}", policy=policy)
+    db.run_ddl(conn, [
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            parent_id, table, sql.Literal(lower), sql.Literal(upper)),
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, constraint),
+    ], what=f"attach {schema}.{name} to {parent}", policy=policy)
+
+
+def restore_month(
+    conn: psycopg.Connection,
+    store: BackupStore,
+    client: PgClient,
+    *,
+    parent: str = "event_logs",
+    month: date,
+    table: Optional[str] = None,
+    schema: Optional[str] = None,
+    policy: db.RetryPolicy = db.RetryPolicy(),
+) -> RestoreResult:
+    """``table=None``: restore as the month's partition (re-attached). Otherwise into
+    ``schema.table`` (schema defaults to the partition's), left standalone."""
+    started = time.monotonic()
+    month = month_start(month)
+    with db.maintenance_lock(conn, parent):
+        generation = newest_proven_generation(store, conn.info.dbname, parent, month)
+        m = generation.manifest
+        as_partition = table is None
+        target_schema = schema or m.partition_schema
+        target_name = m.partition_name if as_partition else table
+        if as_partition and partition_for_month(conn, parent, month) is not None:
+            conn.rollback()
+            raise RestoreRefused(f"{parent} already has a partition for {month:%Y-%m}; nothing was changed")
+        existing = _relation(conn, target_schema, target_name)
+        resumed = existing is not None
+        if existing is not None:
+            if existing[1]:
+                conn.rollback()
+                raise RestoreRefused(f"{target_schema}.{target_name} is a partition already; nothing was changed")
+            with conn.transaction():
+                found = fingerprint(conn, target_schema, target_name, m.columns)
+            if not found.matches(m.rows, m.row_checksum):
+                raise RestoreRefused(
+                    f"{target_schema}.{target_name} exists with other rows ({found.rows}) than backup "
+                    f"{generation.name} ({m.rows}); choose another table name. Nothing was changed")
+            counted = found
+        else:
+            target = sql.Identifier(target_schema, target_name)
+            like = qualified_name(conn, parent)
+            conn.rollback()
+            proof = {}
+
+            def create_copy_and_count(c: psycopg.Connection) -> None:
+                c.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING STORAGE "
+                                  "INCLUDING COMMENTS)").format(target, like))
+                for option in m.reloptions:
+                    key, _, value = option.partition("=")
+                    c.execute(sql.SQL("ALTER TABLE {} SET ({} = {})").format(
+                        target, sql.Identifier(key), sql.Literal(value)))
+                stream_table_data(client, generation.file, c, target, m.columns,
+                                  what=f"restore of {parent} {month:%Y-%m}")
+                proof["counted"] = counted_now = fingerprint(c, target_schema, target_name, m.columns)
+                if not counted_now.matches(m.rows, m.row_checksum):
+                    raise RestoreRefused(
+                        f"restored {counted_now.rows} rows but backup {generation.name} holds {m.rows}; "
+                        "rolled back, nothing was changed")
+
+            db.run_locked(conn, create_copy_and_count, what=f"restore {target_schema}.{target_name}",
+                          policy=policy)
+            counted = proof["counted"]
+        if as_partition:
+            attach_month(conn, parent, target_schema, target_name, month, policy=policy)
+        elif not conn.autocommit:
+            conn.commit()
+    return RestoreResult(
+        schema=target_schema, table=target_name, attached=as_partition, rows=counted.rows,
+        row_checksum=counted.checksum, generation=generation.name, resumed=resumed,
+        seconds=round(time.monotonic() - started, 3),
+    )

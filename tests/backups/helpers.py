@@ -1,0 +1,61 @@
+"""Shared by the backup and retention tests: months with rows, a store, the client."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import psycopg
+
+from cosmic_ops.backups import BackupStore, client_for
+from cosmic_ops.partitions import ensure_month_partitions
+from cosmic_ops.timeutil import month_bounds_utc
+
+TODAY = date(2026, 11, 21)
+
+
+def add_rows(conn: psycopg.Connection, month: date, count: int, *, player_base: int = 1) -> None:
+    """``count`` event rows spread over ``month``, committed."""
+    lower, upper = month_bounds_utc(month)
+    conn.execute(
+        """
+        INSERT INTO event_logs (player_id, event_type, server_timestamp, payload, server_region)
+        SELECT %(base)s + g %% 97, (ARRAY['login','logout','resource_collected'])[1 + g %% 3],
+               %(lower)s::timestamptz + (%(upper)s::timestamptz - %(lower)s::timestamptz) * g / (%(n)s + 1),
+               jsonb_build_object('g', g, 'note', 'tab' || chr(9) || 'nl' || chr(10) || 'bs\\'),
+               (ARRAY['eu','na','asia'])[1 + g %% 3]
+        FROM generate_series(1, %(n)s) g
+        """,
+        {"base": player_base, "lower": lower, "upper": upper, "n": count},
+    )
+    conn.commit()
+
+
+def make_month(conn: psycopg.Connection, month: date, rows: int) -> None:
+    ensure_month_partitions(conn, "event_logs", [month])
+    conn.commit()
+    if rows:
+        add_rows(conn, month, rows)
+
+
+def month_rows(conn: psycopg.Connection, month: date) -> list[tuple]:
+    lower, upper = month_bounds_utc(month)
+    rows = conn.execute(
+        "SELECT id, server_timestamp, player_id, event_type, payload, server_region FROM event_logs "
+        "WHERE server_timestamp >= %s AND server_timestamp < %s ORDER BY id",
+        (lower, upper),
+    ).fetchall()
+    conn.rollback()
+    return rows
+
+
+def store_and_client(tmp_path, conn) -> tuple[BackupStore, object]:
+    client = client_for(conn)
+    conn.rollback()
+    return BackupStore(tmp_path / "store"), client
+
+
+def scratch_leftovers(conninfo: str) -> list[str]:
+    with psycopg.connect(conninfo) as c:
+        dbs = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'cosmic\\_scratch\\_%'").fetchall()
+        schemas = c.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cosmic\\_scratch\\_%'").fetchall()
+    return [r[0] for r in dbs + schemas]
