@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .assets import monitoring as monitoring_assets
 from .assets import schema as schema_assets
 from .resources.postgres import postgres_from_env
 
 DOMAIN_MODULES = [
     schema_assets,
+    monitoring_assets,
 ]
 
 defs = dg.Definitions.merge(

@@ -19,8 +19,10 @@ def create_int_range_table(conn: psycopg.Connection, name: str, partitions: int,
             .format(sql.Identifier(schema, f"{name}_p{index}"), parent,
                     sql.Literal(index * ROWS_PER_RANGE), sql.Literal((index + 1) * ROWS_PER_RANGE))
         )
-    with conn.transaction():
-        conn.execute(sql.SQL(";\n").join(statements))
+    # Batches keep each transaction's lock count well inside max_locks_per_transaction.
+    for start in range(0, len(statements), 250):
+        with conn.transaction():
+            conn.execute(sql.SQL(";\n").join(statements[start:start + 250]))
 
 
 def make_dead_tuples(conn_info: str, schema: str, parent: str, index: int, *, rows: int, deleted: int) -> None:
