@@ -54,8 +54,10 @@ def store_and_client(tmp_path, conn) -> tuple[BackupStore, object]:
     return BackupStore(tmp_path / "store"), client
 
 
-def scratch_leftovers(conninfo: str) -> list[str]:
+def scratch_exists(conninfo: str, name: str) -> bool:
+    """Whether the scratch database or schema ``name`` (from a verification record) still exists.
+    Checked by name: other test runs may verify in parallel on the same server."""
     with psycopg.connect(conninfo) as c:
-        dbs = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'cosmic\\_scratch\\_%'").fetchall()
-        schemas = c.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cosmic\\_scratch\\_%'").fetchall()
-    return [r[0] for r in dbs + schemas]
+        return c.execute(
+            "SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s) "
+            "OR EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)", (name, name)).fetchone()[0]

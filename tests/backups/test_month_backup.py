@@ -16,7 +16,7 @@ from cosmic_ops.backups import (
 from cosmic_ops.backups.fingerprint import fingerprint, table_columns
 from cosmic_ops.backups.store import sha256_of
 
-from .helpers import make_month, scratch_leftovers, store_and_client
+from .helpers import make_month, scratch_exists, store_and_client
 
 JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
 
@@ -61,7 +61,7 @@ def test_verification_restores_into_scratch_database_and_counts(seeded, tmp_path
     assert verification.toc_entries >= 3
     reread = store.month_generations(generation.manifest.database, "event_logs", JAN)[0]
     assert reread.verified and reread.verification.rows == 1500
-    assert scratch_leftovers(seeded) == []
+    assert verification.scratch and not scratch_exists(seeded, verification.scratch)
 
 
 def test_verification_in_scratch_schema_matches_too(seeded, tmp_path):
@@ -72,7 +72,7 @@ def test_verification_in_scratch_schema_matches_too(seeded, tmp_path):
     assert verification.ok, verification.error
     assert verification.method == "scratch schema" and verification.note
     assert verification.rows == 40
-    assert scratch_leftovers(seeded) == []
+    assert verification.scratch and not scratch_exists(seeded, verification.scratch)
 
 
 def test_empty_month_backs_up_and_verifies(seeded, tmp_path):

@@ -1,0 +1,366 @@
+"""Retiring event_logs months past retention: plan, then apply. Never without proof.
+
+A month is retired only when a backup of it was restored and counted (the
+verification record in the backup store), the backup file is still intact, and
+its row count and checksum equal the partition's current ones. After the
+detach, with the detached table locked, rows are counted once more before the
+DROP (or the move to the archive schema): any difference re-attaches the table
+and refuses. Nothing here trusts that a Dagster check ran.
+
+Detach: ``DETACH PARTITION ... CONCURRENTLY`` (on its own autocommit session)
+when PostgreSQL allows it, which it does not while the parent has a DEFAULT
+partition; then a plain DETACH under a short lock_timeout with retries. A
+concurrent detach that was interrupted leaves the partition "detach pending";
+the next run finishes it with ``DETACH PARTITION ... FINALIZE``. Progress is
+journalled in the backup store so a run killed after the detach finishes the
+job next time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Optional
+
+import psycopg
+from psycopg import errors, sql
+
+from . import db
+from .backups.fingerprint import Fingerprint, fingerprint
+from .backups.policy import RetentionPolicy
+from .backups.restore import attach_month
+from .backups.store import BackupStore, Generation
+from .backups.verify import qualified_name
+from .partitions.catalog import Partition, default_partition, partition_for_month
+from .timeutil import month_bounds_utc, month_start
+
+DETACH_CONCURRENT = "concurrent"
+DETACH_PLAIN = "plain"
+DETACH_FINALIZE = "finalize"
+
+
+class RetentionRefused(RuntimeError):
+    """Retiring this month is not allowed now; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    sql: Optional[str]
+    why: str
+
+
+@dataclass
+class RetirementPlan:
+    parent: str
+    month: date
+    cutoff: date
+    policy: RetentionPolicy
+    status: str  # "retire" | "resume" | "already-retired" | "nothing-to-retire" | "refused"
+    refusal: Optional[str] = None
+    table_oid: Optional[int] = None
+    table_schema: Optional[str] = None
+    table_name: Optional[str] = None
+    detach_mode: Optional[str] = None
+    backup: Optional[Generation] = None
+    current: Optional[Fingerprint] = None
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def changes_something(self) -> bool:
+        return self.status in ("retire", "resume")
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"**Retirement plan for {self.parent} {self.month:%Y-%m}** — status `{self.status}`",
+            "",
+            f"- retention: {self.policy.retention} (months before {self.cutoff:%Y-%m} may be retired)",
+            f"- action: {self.policy.action}"
+            + (f" (archive schema `{self.policy.archive_schema}`)" if self.policy.action == "archive-schema" else ""),
+        ]
+        if self.table_name:
+            lines.append(f"- table: `{self.table_schema}.{self.table_name}`")
+        if self.current:
+            lines.append(f"- rows now: {self.current.rows} (checksum {self.current.checksum})")
+        if self.backup:
+            m = self.backup.manifest
+            lines.append(f"- proof: backup `{self.backup.name}` with {m.rows} rows (checksum {m.row_checksum}), "
+                         f"verified by {self.backup.verification.method}")
+        if self.detach_mode:
+            lines.append(f"- detach: {self.detach_mode}")
+        if self.refusal:
+            lines += ["", f"**Refused:** {self.refusal}"]
+        if self.steps:
+            lines += ["", "| step | SQL | why |", "|---|---|---|"]
+            for step in self.steps:
+                shown = (step.sql or "").replace("|", "\\|")
+                lines.append(f"| {step.name} | `{shown}` | {step.why} |" if shown else f"| {step.name} | | {step.why} |")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RetirementResult:
+    plan: RetirementPlan
+    detach_mode: Optional[str]
+    action: Optional[str]
+    rows_retired: int
+    archived_as: Optional[str]
+    detach_attempts: int
+    seconds: float
+
+
+# ---------------------------------------------------------------------------
+# planning
+
+
+def _detach_pending(conn: psycopg.Connection, oid: int) -> bool:
+    row = conn.execute("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = %s", (oid,)).fetchone()
+    return bool(row and row[0])
+
+
+def _standalone_table(conn: psycopg.Connection, oid: int) -> Optional[tuple[str, str]]:
+    return conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = %s AND c.relkind = 'r' AND NOT c.relispartition",
+        (oid,),
+    ).fetchone()
+
+
+def _proof(store: BackupStore, database: str, parent: str, month: date) -> tuple[Optional[Generation], str]:
+    """The newest verified generation whose file still hashes to its manifest, or why none."""
+    generations = store.month_generations(database, parent, month)
+    if not generations:
+        return None, (f"no backup of {parent} {month:%Y-%m} in the store: materialize event_log_backups "
+                      "for this month and let its verification run first")
+    verified = [g for g in generations if g.verified]
+    if not verified:
+        last = generations[0].verification
+        why = f"last verification failed: {last.error}" if last else "never verified"
+        return None, (f"no verified backup of {parent} {month:%Y-%m} ({len(generations)} generation(s); "
+                      f"newest {generations[0].name}: {why})")
+    for generation in verified:
+        if generation.file_intact():
+            return generation, ""
+    return None, (f"verified backup file(s) of {parent} {month:%Y-%m} no longer match their sha256: "
+                  "take a new backup")
+
+
+def _detach_sql(parent: sql.Composable, table: sql.Composable, mode: str) -> sql.Composed:
+    suffix = {DETACH_CONCURRENT: " CONCURRENTLY", DETACH_FINALIZE: " FINALIZE", DETACH_PLAIN: ""}[mode]
+    return sql.SQL("ALTER TABLE {} DETACH PARTITION {}" + suffix).format(parent, table)
+
+
+def _finish_sql(table: sql.Composable, policy: RetentionPolicy) -> list[sql.Composed]:
+    if policy.action == "drop":
+        return [sql.SQL("DROP TABLE {}").format(table)]
+    archive = sql.Identifier(policy.archive_schema)
+    return [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(archive),
+            sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(table, archive)]
+
+
+def plan_retirement(
+    conn: psycopg.Connection,
+    store: BackupStore,
+    *,
+    parent: str = "event_logs",
+    month: date,
+    policy: RetentionPolicy,
+    today: date,
+) -> RetirementPlan:
+    """What retiring ``month`` would do, or why it may not. Reads only."""
+    month = month_start(month)
+    plan = RetirementPlan(parent=parent, month=month, cutoff=policy.cutoff(today), policy=policy, status="retire")
+    try:
+        return _fill_plan(conn, store, plan)
+    finally:
+        if not conn.autocommit:
+            conn.rollback()
+
+
+def _refuse(plan: RetirementPlan, why: str) -> RetirementPlan:
+    plan.status, plan.refusal, plan.steps = "refused", why, []
+    return plan
+
+
+def _fill_plan(conn: psycopg.Connection, store: BackupStore, plan: RetirementPlan) -> RetirementPlan:
+    parent, month, policy = plan.parent, plan.month, plan.policy
+    if month >= plan.cutoff:
+        return _refuse(plan, f"{month:%Y-%m} is inside the retention window ({policy.retention}: months from "
+                             f"{plan.cutoff:%Y-%m} on are kept)")
+    database = conn.info.dbname
+    journal = store.read_retirement(database, parent, month)
+    partition: Optional[Partition] = partition_for_month(conn, parent, month)
+    if partition is not None:
+        if partition.is_partitioned:
+            return _refuse(plan, f"{partition.schema}.{partition.name} is itself partitioned; not supported")
+        plan.table_oid, plan.table_schema, plan.table_name = partition.oid, partition.schema, partition.name
+        if _detach_pending(conn, partition.oid):
+            plan.detach_mode = DETACH_FINALIZE
+        elif default_partition(conn, parent) is None and conn.info.server_version >= 140000:
+            plan.detach_mode = DETACH_CONCURRENT
+        else:
+            plan.detach_mode = DETACH_PLAIN
+    elif journal and journal.get("state") in ("detaching", "detached") and journal.get("table_oid"):
+        standalone = _standalone_table(conn, journal["table_oid"])
+        if standalone is None:
+            return _refuse(plan, f"journal says {journal.get('table')} was being retired but it is neither "
+                                 "attached nor a standalone table any more; inspect it by hand")
+        plan.status = "resume"
+        plan.table_oid = journal["table_oid"]
+        plan.table_schema, plan.table_name = standalone
+    else:
+        plan.status = "already-retired" if journal and journal.get("state") == "done" else "nothing-to-retire"
+        return plan
+
+    backup, why = _proof(store, database, parent, month)
+    if backup is None:
+        return _refuse(plan, why)
+    plan.backup = backup
+    m = backup.manifest
+    with conn.transaction():
+        plan.current = fingerprint(conn, plan.table_schema, plan.table_name, m.columns)
+    if not plan.current.matches(m.rows, m.row_checksum):
+        return _refuse(plan, (
+            f"stale backup: {plan.table_schema}.{plan.table_name} has {plan.current.rows} rows now (checksum "
+            f"{plan.current.checksum}) but the verified backup {backup.name} holds {m.rows} ({m.row_checksum}); "
+            "rows were added or changed after the dump: back the month up again"))
+
+    table = sql.Identifier(plan.table_schema, plan.table_name)
+    parent_id = qualified_name(conn, parent)
+    if plan.status == "retire":
+        why = {DETACH_CONCURRENT: "no DEFAULT partition: readers and writers are not blocked",
+               DETACH_PLAIN: "the parent has a DEFAULT partition, so PostgreSQL refuses CONCURRENTLY; "
+                             f"short lock_timeout with retries",
+               DETACH_FINALIZE: "an interrupted concurrent detach left it pending"}[plan.detach_mode]
+        plan.steps.append(Step("detach", _detach_sql(parent_id, table, plan.detach_mode).as_string(conn), why))
+    plan.steps.append(Step("recount", None, "lock the detached table and compare rows and checksum with the "
+                                            "backup again; re-attach and stop if they differ"))
+    for statement in _finish_sql(table, policy):
+        plan.steps.append(Step(policy.action, statement.as_string(conn), "in the recount's transaction"))
+    return plan
+
+
+# ---------------------------------------------------------------------------
+# applying
+
+
+def _detach_concurrently(conninfo: str, parent: sql.Composable, table: sql.Composable, oid: int,
+                         mode: str, policy: db.RetryPolicy) -> int:
+    """Run DETACH ... CONCURRENTLY (or FINALIZE) on an autocommit session, retrying on
+    lock timeouts; a timeout after the first phase leaves it pending, which we finish."""
+    with db.connect(conninfo, autocommit=True, lock_timeout=f"{policy.lock_timeout_ms}ms",
+                    application_name="cosmic_ops:retention") as session:
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                session.execute(_detach_sql(parent, table, mode))
+                return attempt
+            except (errors.LockNotAvailable, errors.QueryCanceled):
+                if attempt == policy.attempts:
+                    raise db.LockRetriesExhausted(
+                        f"detach of oid {oid}: lock not granted after {policy.attempts} attempts; "
+                        + ("it is left 'detach pending' and the next run finalizes it"
+                           if _detach_pending(session, oid) else "nothing was changed")) from None
+                if _detach_pending(session, oid):
+                    mode = DETACH_FINALIZE
+                time.sleep(min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
+def _detach(conn, conninfo: str, plan: RetirementPlan, policy: db.RetryPolicy) -> int:
+    parent_id = qualified_name(conn, plan.parent)
+    table = sql.Identifier(plan.table_schema, plan.table_name)
+    conn.rollback()
+    if plan.detach_mode == DETACH_PLAIN:
+        return db.run_ddl(conn, [_detach_sql(parent_id, table, DETACH_PLAIN)],
+                          what=f"detach {plan.table_schema}.{plan.table_name}", policy=policy).attempts
+    return _detach_concurrently(conninfo, parent_id, table, plan.table_oid, plan.detach_mode, policy)
+
+
+class _ChangedAfterDetach(Exception):
+    def __init__(self, counted: Fingerprint):
+        self.counted = counted
+
+
+def apply_retirement(
+    conn: psycopg.Connection,
+    store: BackupStore,
+    plan: RetirementPlan,
+    *,
+    conninfo: str,
+    policy: db.RetryPolicy = db.RetryPolicy(),
+) -> RetirementResult:
+    """Carry out ``plan``. Call with the maintenance lock held (``retire_month`` does)."""
+    started = time.monotonic()
+    if plan.status == "refused":
+        raise RetentionRefused(plan.refusal)
+    if not plan.changes_something:
+        return RetirementResult(plan, None, None, 0, None, 0, round(time.monotonic() - started, 3))
+    database, parent, month = conn.info.dbname, plan.parent, plan.month
+    m = plan.backup.manifest
+    record = {"table_oid": plan.table_oid, "table": f"{plan.table_schema}.{plan.table_name}",
+              "backup_generation": plan.backup.name, "detach_mode": plan.detach_mode,
+              "action": plan.policy.action}
+    attempts = 0
+    if plan.status == "retire":
+        store.write_retirement(database, parent, month, {**record, "state": "detaching"})
+        attempts = _detach(conn, conninfo, plan, policy)
+        store.write_retirement(database, parent, month, {**record, "state": "detached"})
+
+    table = sql.Identifier(plan.table_schema, plan.table_name)
+    archived_as = (f"{plan.policy.archive_schema}.{plan.table_name}"
+                   if plan.policy.action == "archive-schema" else None)
+    if archived_as and conn.execute(
+            "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+            (plan.policy.archive_schema, plan.table_name)).fetchone()[0]:
+        conn.rollback()
+        raise RetentionRefused(f"{archived_as} already exists; {plan.table_schema}.{plan.table_name} stays "
+                               "detached (rows safe) until that name is free")
+    conn.rollback()
+    counted: dict = {}
+
+    def recount_then_finish(c: psycopg.Connection) -> None:
+        c.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
+        if _standalone_table(c, plan.table_oid) is None:
+            raise RetentionRefused(f"{plan.table_schema}.{plan.table_name} is not a detached table any more")
+        counted["now"] = now = fingerprint(c, plan.table_schema, plan.table_name, m.columns)
+        if not now.matches(m.rows, m.row_checksum):
+            raise _ChangedAfterDetach(now)
+        for statement in _finish_sql(table, plan.policy):
+            c.execute(statement)
+
+    try:
+        db.run_locked(conn, recount_then_finish, what=f"retire {plan.table_schema}.{plan.table_name}",
+                      policy=policy)
+    except _ChangedAfterDetach as changed:
+        attach_month(conn, parent, plan.table_schema, plan.table_name, month, policy=policy)
+        store.clear_retirement(database, parent, month)
+        raise RetentionRefused(
+            f"{plan.table_schema}.{plan.table_name} held {changed.counted.rows} rows after the detach but the "
+            f"backup {plan.backup.name} holds {m.rows}; it was re-attached unchanged: back the month up again"
+        ) from None
+    store.write_retirement(database, parent, month, {**record, "state": "done", "rows": m.rows,
+                                                     "archived_as": archived_as})
+    return RetirementResult(plan, plan.detach_mode, plan.policy.action, counted["now"].rows, archived_as,
+                            attempts, round(time.monotonic() - started, 3))
+
+
+def retire_month(
+    conn: psycopg.Connection,
+    store: BackupStore,
+    *,
+    conninfo: str,
+    parent: str = "event_logs",
+    month: date,
+    policy: RetentionPolicy,
+    today: date,
+    dry_run: bool = False,
+    retry: db.RetryPolicy = db.RetryPolicy(),
+) -> RetirementResult | RetirementPlan:
+    """Plan under the maintenance lock, then apply; a dry run returns the plan (refused or
+    not) and changes nothing. Applying a refused plan raises ``RetentionRefused``."""
+    if dry_run:
+        return plan_retirement(conn, store, parent=parent, month=month, policy=policy, today=today)
+    with db.maintenance_lock(conn, parent):
+        plan = plan_retirement(conn, store, parent=parent, month=month, policy=policy, today=today)
+        return apply_retirement(conn, store, plan, conninfo=conninfo, policy=retry)
