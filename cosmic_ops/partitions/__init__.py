@@ -1,4 +1,4 @@
-"""Monthly RANGE partition maintenance: catalog reading, planning, applying."""
+"""Monthly RANGE partition maintenance: policy, catalog reading, planning, applying."""
 
 from __future__ import annotations
 
@@ -6,31 +6,47 @@ from datetime import date
 from typing import Iterable
 
 import psycopg
-from psycopg import sql
 
-from ..schema import EVENT_LOG_STORAGE
-from ..timeutil import month_bounds_utc
 from .catalog import Partition, default_partition, list_partitions, partition_for_month
+from .maintain import (
+    CreatePartition,
+    MaintenanceResult,
+    Plan,
+    PartitionConflict,
+    apply_plan,
+    ensure_months,
+    plan_months,
+)
+from .policy import EVENT_LOGS_POLICY, PartitionPolicy, PolicyError
+from .rehome import RehomeResult, rehome_default_rows
 
-__all__ = ["Partition", "default_partition", "ensure_month_partitions", "list_partitions", "partition_for_month"]
+__all__ = [
+    "CreatePartition", "EVENT_LOGS_POLICY", "MaintenanceResult", "Partition", "PartitionConflict",
+    "PartitionPolicy", "Plan", "PolicyError", "RehomeResult", "apply_plan", "default_partition",
+    "ensure_month_partitions", "ensure_months", "list_partitions", "partition_for_month", "plan_months",
+    "rehome_default_rows",
+]
+
+POLICIES = {EVENT_LOGS_POLICY.table: EVENT_LOGS_POLICY}
 
 
-# TODO(issue 3): replace with the policy-driven plan/apply core (low-lock attach,
-# DEFAULT rehoming); the demo generator calls this name.
-def ensure_month_partitions(conn: psycopg.Connection, table: str, months: Iterable[date]) -> list[str]:
-    have = {p.lower_month() for p in list_partitions(conn, table)}
-    created = []
-    for month in months:
-        lower, upper = month_bounds_utc(month)
-        if lower.date() in have:
-            continue
-        name = f"{table}_{lower:%Y_%m}"
-        conn.execute(
-            sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({}) WITH ({})").format(
-                sql.Identifier(name), sql.Identifier(table), sql.Literal(lower), sql.Literal(upper),
-                sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v))
-                                   for k, v in EVENT_LOG_STORAGE.items()),
-            )
-        )
-        created.append(name)
-    return created
+def ensure_month_partitions(
+    conn: psycopg.Connection, table: str | PartitionPolicy, months: Iterable[date]
+) -> list[str]:
+    """Create missing months inside the CALLER's transaction (loaders that must be all
+    or nothing, like the demo generator); returns the names created.
+
+    Same plan and statements as ``ensure_months``, but no advisory lock and no
+    retry: the statements run under the session's ``lock_timeout`` and a timeout
+    aborts the caller's transaction. Maintenance runs use ``ensure_months``.
+    """
+    policy = table if isinstance(table, PartitionPolicy) else POLICIES.get(table)
+    if policy is None:
+        raise PolicyError(f"no partition policy for table {table!r}; pass a PartitionPolicy")
+    plan = plan_months(conn, policy, months)
+    if plan.conflicts:
+        raise PartitionConflict("; ".join(f"{c.target}: {c.reason}" for c in plan.conflicts))
+    for action in plan.actions:
+        for statement in action.statements:
+            conn.execute(statement)
+    return [a.target for a in plan.actions if isinstance(a, CreatePartition)]

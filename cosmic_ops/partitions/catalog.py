@@ -120,3 +120,87 @@ def partition_for_month(conn: psycopg.Connection, parent: str, month: date) -> O
     """The RANGE partition of ``parent`` whose lower bound is the start of ``month`` (UTC)."""
     wanted = date(month.year, month.month, 1)
     return next((p for p in list_partitions(conn, parent) if p.lower_month() == wanted), None)
+
+
+# ---------------------------------------------------------------------------
+# Partition key, indexes and storage parameters (added for issue 3)
+
+
+@dataclass(frozen=True)
+class PartitionKey:
+    """The partitioning of a table: strategy (``range``/``list``/``hash``), columns and type."""
+
+    strategy: str
+    columns: tuple[str, ...]
+    key_type: str
+
+
+def partition_key(conn: psycopg.Connection, parent: str) -> Optional[PartitionKey]:
+    """``None`` when ``parent`` exists but is not partitioned."""
+    row = conn.execute(
+        """
+        SELECT CASE pt.partstrat WHEN 'r' THEN 'range' WHEN 'l' THEN 'list' WHEN 'h' THEN 'hash' END,
+               array(SELECT a.attname::text FROM unnest(pt.partattrs::int2[]) WITH ORDINALITY k(attnum, ord)
+                     JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = k.attnum ORDER BY k.ord),
+               (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                WHERE a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0])
+        FROM pg_partitioned_table pt WHERE pt.partrelid = %s::regclass
+        """,
+        (parent,),
+    ).fetchone()
+    if row is None:
+        return None
+    return PartitionKey(strategy=row[0], columns=tuple(row[1]), key_type=row[2])
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """One index as the catalog describes it; ``columns`` pairs each key column (or
+    expression text) with whether it is DESC."""
+
+    relation_oid: int
+    name: str
+    method: str
+    columns: tuple[tuple[str, bool], ...]
+    is_partial: bool
+    is_unique: bool
+    is_valid: bool
+    parent_index: Optional[str]
+
+
+def indexes_of(conn: psycopg.Connection, relation_oids: list[int]) -> dict[int, list[IndexInfo]]:
+    """Indexes of each relation, with the partitioned index each one is attached to."""
+    rows = conn.execute(
+        """
+        SELECT i.indrelid::bigint, c.relname, am.amname,
+               array(SELECT pg_get_indexdef(i.indexrelid, k, true)
+                     FROM generate_series(1, i.indnkeyatts) k ORDER BY k),
+               array(SELECT (i.indoption[k - 1] & 1) = 1
+                     FROM generate_series(1, i.indnkeyatts) k ORDER BY k),
+               i.indpred IS NOT NULL, i.indisunique, i.indisvalid,
+               (SELECT pc.relname FROM pg_inherits ih JOIN pg_class pc ON pc.oid = ih.inhparent
+                WHERE ih.inhrelid = i.indexrelid)
+        FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indexrelid
+        JOIN pg_am am ON am.oid = c.relam
+        WHERE i.indrelid = ANY(%s::oid[])
+        ORDER BY c.relname
+        """,
+        (relation_oids,),
+    ).fetchall()
+    result: dict[int, list[IndexInfo]] = {oid: [] for oid in relation_oids}
+    for rel, name, method, cols, descs, partial, unique, valid, parent in rows:
+        result[rel].append(IndexInfo(rel, name, method, tuple(zip(cols, descs)), partial, unique, valid, parent))
+    return result
+
+
+def storage_parameters(conn: psycopg.Connection, relation_oids: list[int]) -> dict[int, dict[str, str]]:
+    """``pg_class.reloptions`` of each relation as a mapping."""
+    rows = conn.execute(
+        "SELECT oid::bigint, coalesce(reloptions, '{}') FROM pg_class WHERE oid = ANY(%s::oid[])",
+        (relation_oids,),
+    ).fetchall()
+    result: dict[int, dict[str, str]] = {oid: {} for oid in relation_oids}
+    for oid, options in rows:
+        result[oid] = dict(option.split("=", 1) for option in options)
+    return result

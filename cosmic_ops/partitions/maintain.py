@@ -1,0 +1,434 @@
+"""Plan, then apply: bring a policy's monthly partitions into existence.
+
+The plan is computed from the catalog (never from names) as typed actions, each
+carrying the SQL it will run. A month is created with the least locking
+PostgreSQL allows, in ONE transaction under ``lock_timeout`` with retries:
+
+1. ``LOCK TABLE ONLY parent IN SHARE UPDATE EXCLUSIVE`` then the DEFAULT partition
+   ``IN ACCESS EXCLUSIVE`` -- the locks ATTACH takes anyway, in its order, taken
+   up front so no row for the month can reach DEFAULT after we emptied it;
+2. ``CREATE TABLE`` outside the tree, ``LIKE`` the parent with its indexes, plus
+   any policy index the parent lacks, with the policy's storage parameters;
+3. a CHECK constraint equal to the partition constraint, so ATTACH skips the scan;
+4. rows of that month still in DEFAULT are moved in (``DELETE ... RETURNING``
+   feeding the ``INSERT``: one statement, so nothing is lost or doubled) and
+   counted back before commit;
+5. ``ATTACH PARTITION`` (matching indexes attach to the parent's), drop the CHECK.
+
+A lock timeout rolls the whole transaction back: nothing is half done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Callable, Iterable, Optional, Sequence, TypeVar, Union
+
+import psycopg
+from psycopg import sql
+
+from ..db import DdlOutcome, RetryPolicy, maintenance_lock, run_locked
+from ..timeutil import add_months
+from .catalog import (
+    IndexInfo,
+    Partition,
+    PartitionKey,
+    indexes_of,
+    list_partitions,
+    partition_key,
+    storage_parameters,
+)
+from .policy import IndexSpec, PartitionPolicy, PolicyError
+
+Bound = Union[datetime, date]
+T = TypeVar("T")
+TIME_KEY_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
+
+
+class PartitionConflict(RuntimeError):
+    """Something in the catalog prevents a month from being created as the policy says."""
+
+
+# ---------------------------------------------------------------------------
+# Bounds
+
+
+def month_bounds(policy: PartitionPolicy, key: PartitionKey, month: date) -> tuple[Bound, Bound]:
+    """``[month, next month)`` typed for the partition key, in the policy's time zone."""
+    upper_month = add_months(month, 1)
+    if key.key_type == "timestamp with time zone":
+        zone = policy.zone
+        return (datetime(month.year, month.month, 1, tzinfo=zone),
+                datetime(upper_month.year, upper_month.month, 1, tzinfo=zone))
+    if key.key_type == "timestamp without time zone":
+        return (datetime(month.year, month.month, 1), datetime(upper_month.year, upper_month.month, 1))
+    return (date(month.year, month.month, 1), upper_month)
+
+
+def comparable_bound(value: Optional[Bound]) -> Optional[Bound]:
+    """The catalog reads ``timestamp`` bounds as UTC-aware; make ours match."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _overlaps(partition: Partition, lower: Bound, upper: Bound) -> bool:
+    if partition.is_default or partition.lower is None and partition.upper is None:
+        return False
+    low, high = comparable_bound(lower), comparable_bound(upper)
+    starts_before_end = partition.lower is None or partition.lower < high
+    ends_after_start = partition.upper is None or partition.upper > low
+    return starts_before_end and ends_after_start
+
+
+def index_matches(index: IndexInfo, spec: IndexSpec) -> bool:
+    """A plain, valid btree index over exactly the spec's columns and directions."""
+    wanted = tuple((c.name, c.descending) for c in spec.columns)
+    return index.method == "btree" and not index.is_partial and index.is_valid and index.columns == wanted
+
+
+def storage_differences(have: dict[str, str], want: dict[str, str]) -> dict[str, tuple[Optional[str], str]]:
+    """Parameters whose value differs from the policy: ``{name: (have, want)}``."""
+    def same(a: Optional[str], b: str) -> bool:
+        if a is None:
+            return False
+        try:
+            return float(a) == float(b)
+        except ValueError:
+            return a.lower() == b.lower()
+
+    return {k: (have.get(k), v) for k, v in want.items() if not same(have.get(k), v)}
+
+
+# ---------------------------------------------------------------------------
+# Actions
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan; ``statements`` run in one transaction."""
+
+    month: date
+    target: str
+    reason: str
+    statements: tuple[sql.Composable, ...]
+
+    kind = "action"
+
+    def render(self, conn: psycopg.Connection) -> str:
+        return ";\n".join(s.as_string(conn) for s in self.statements) + ";"
+
+
+@dataclass(frozen=True)
+class CreatePartition(Action):
+    lower: Bound = None  # type: ignore[assignment]
+    upper: Bound = None  # type: ignore[assignment]
+    move_statement: Optional[sql.Composable] = None
+    moved_rows_count: Optional[sql.Composable] = None
+
+    kind = "create_partition"
+
+
+@dataclass(frozen=True)
+class SetStorage(Action):
+    kind = "set_storage"
+
+
+@dataclass(frozen=True)
+class CreateIndex(Action):
+    kind = "create_index"
+
+
+@dataclass(frozen=True)
+class Conflict(Action):
+    """Not applied: reported, and raised after the other actions ran."""
+
+    kind = "conflict"
+
+
+@dataclass
+class Plan:
+    policy: PartitionPolicy
+    months: list[date]
+    actions: list[Action]
+    existing: dict[date, Partition] = field(default_factory=dict)
+
+    @property
+    def conflicts(self) -> list[Conflict]:
+        return [a for a in self.actions if isinstance(a, Conflict)]
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.actions
+
+    def to_markdown(self, conn: psycopg.Connection) -> str:
+        lines = [f"**Plan for `{self.policy.qualified_name}`** — months "
+                 + ", ".join(f"{m:%Y-%m}" for m in self.months), ""]
+        if not self.actions:
+            lines.append("Nothing to do: every month exists with the policy's indexes and storage settings.")
+        for number, action in enumerate(self.actions, 1):
+            lines += [f"{number}. `{action.kind}` **{action.target}** ({action.month:%Y-%m}): {action.reason}"]
+            if action.statements:
+                lines += ["", "```sql", action.render(conn), "```", ""]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Planning
+
+
+def _qualified(schema: str, name: str) -> sql.Composable:
+    return sql.Identifier(schema, name)
+
+
+def _storage_clause(settings: dict[str, str]) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(*name.split(".")), sql.Literal(value))
+        for name, value in settings.items()
+    )
+
+
+def _index_statement(table: sql.Composable, spec: IndexSpec) -> sql.Composable:
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} DESC").format(sql.Identifier(c.name)) if c.descending else sql.Identifier(c.name)
+        for c in spec.columns
+    )
+    # No name: PostgreSQL picks a unique one, as it does for LIKE ... INCLUDING INDEXES.
+    return sql.SQL("CREATE INDEX ON {} ({})").format(table, columns)
+
+
+def _insertable_columns(conn: psycopg.Connection, parent: str) -> list[str]:
+    rows = conn.execute(
+        """
+        SELECT attname FROM pg_attribute
+        WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+        ORDER BY attnum
+        """,
+        (parent,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _range_predicate(column: str, lower: Bound, upper: Bound) -> sql.Composable:
+    return sql.SQL("{c} IS NOT NULL AND {c} >= {lo} AND {c} < {hi}").format(
+        c=sql.Identifier(column), lo=sql.Literal(lower), hi=sql.Literal(upper))
+
+
+def read_key(conn: psycopg.Connection, policy: PartitionPolicy) -> PartitionKey:
+    """The parent's partition key, checked against the policy."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (policy.qualified_name,)).fetchone()[0]
+    if not exists:
+        raise PolicyError(f"{policy.qualified_name} does not exist")
+    key = partition_key(conn, policy.qualified_name)
+    if key is None or key.strategy != "range" or key.columns != (policy.partition_column,):
+        raise PolicyError(
+            f"{policy.qualified_name} must be RANGE partitioned by ({policy.partition_column}); "
+            f"the catalog says {key}"
+        )
+    if key.key_type not in TIME_KEY_TYPES:
+        raise PolicyError(f"{policy.qualified_name}: monthly partitions need a time key, not {key.key_type}")
+    return key
+
+
+def plan_months(conn: psycopg.Connection, policy: PartitionPolicy, months: Iterable[date]) -> Plan:
+    """What must change so that every month in ``months`` exists as the policy says."""
+    key = read_key(conn, policy)
+    wanted = sorted({date(m.year, m.month, 1) for m in months})
+    partitions = list_partitions(conn, policy.qualified_name)
+    default = next((p for p in partitions if p.is_default), None)
+    parent_oid = conn.execute("SELECT %s::regclass::oid::bigint", (policy.qualified_name,)).fetchone()[0]
+    oids = [parent_oid] + [p.oid for p in partitions]
+    indexes = indexes_of(conn, oids)
+    storage = storage_parameters(conn, oids)
+    parent_covers = [s for s in policy.indexes if any(index_matches(i, s) for i in indexes[parent_oid])]
+    columns = _insertable_columns(conn, policy.qualified_name)
+    parent = _qualified(policy.schema, policy.table)
+
+    plan = Plan(policy=policy, months=wanted, actions=[])
+    for month in wanted:
+        lower, upper = month_bounds(policy, key, month)
+        exact = next((p for p in partitions if p.lower == comparable_bound(lower) and p.upper == comparable_bound(upper)
+                      and not p.is_default), None)
+        if exact is not None:
+            plan.existing[month] = exact
+            plan.actions += _repairs(policy, month, exact, indexes[exact.oid], storage[exact.oid])
+            continue
+        overlapping = [p for p in partitions if _overlaps(p, lower, upper)]
+        name = policy.partition_name(month)
+        taken = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(policy.schema, name).as_string(conn),)
+        ).fetchone()[0]
+        if overlapping or taken:
+            reason = (f"existing partition(s) {', '.join(p.name for p in overlapping)} overlap "
+                      f"[{lower}, {upper})" if overlapping else
+                      f"a relation named {policy.schema}.{name} already exists but is not this month's partition")
+            plan.actions.append(Conflict(month, name, reason + "; fix it by hand, nothing was changed", ()))
+            continue
+        plan.actions.append(_create_action(policy, month, name, lower, upper, parent, default,
+                                           [s for s in policy.indexes if s not in parent_covers], columns))
+    return plan
+
+
+def _repairs(policy: PartitionPolicy, month: date, partition: Partition,
+             indexes: Sequence[IndexInfo], storage: dict[str, str]) -> list[Action]:
+    table = _qualified(partition.schema, partition.name)
+    actions: list[Action] = []
+    diff = storage_differences(storage, dict(policy.storage))
+    if diff:
+        actions.append(SetStorage(
+            month, partition.name,
+            "storage settings differ: " + ", ".join(f"{k} is {h} (want {w})" for k, (h, w) in diff.items()),
+            (sql.SQL("ALTER TABLE {} SET ({})").format(table, _storage_clause({k: w for k, (_, w) in diff.items()})),),
+        ))
+    for spec in policy.indexes:
+        if not any(index_matches(i, spec) for i in indexes):
+            actions.append(CreateIndex(month, partition.name, f"index {spec} is missing",
+                                       (_index_statement(table, spec),)))
+    return actions
+
+
+def _create_action(policy: PartitionPolicy, month: date, name: str, lower: Bound, upper: Bound,
+                   parent: sql.Composable, default: Optional[Partition], extra_indexes: list[IndexSpec],
+                   columns: list[str]) -> CreatePartition:
+    table = _qualified(policy.schema, name)
+    check_name = sql.Identifier(f"{name}_attach_check")
+    predicate = _range_predicate(policy.partition_column, lower, upper)
+    statements: list[sql.Composable] = [
+        sql.SQL("LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE").format(parent)]
+    move = count = None
+    if default is not None:
+        statements.append(sql.SQL("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE").format(
+            _qualified(default.schema, default.name)))
+    with_clause = sql.SQL(" WITH ({})").format(_storage_clause(dict(policy.storage))) if policy.storage else sql.SQL("")
+    statements.append(sql.SQL(
+        "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES "
+        "INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING GENERATED "
+        "INCLUDING COMPRESSION){}").format(table, parent, with_clause))
+    statements += [_index_statement(table, spec) for spec in extra_indexes]
+    statements.append(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(table, check_name, predicate))
+    if default is not None:
+        column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        move = sql.SQL(
+            "WITH moved AS (DELETE FROM ONLY {d} WHERE {p} RETURNING {cols}) "
+            "INSERT INTO {t} ({cols}) SELECT {cols} FROM moved"
+        ).format(d=_qualified(default.schema, default.name), p=predicate, cols=column_list, t=table)
+        count = sql.SQL("SELECT count(*) FROM ONLY {}").format(table)
+        statements.append(move)
+    statements += [
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            parent, table, sql.Literal(lower), sql.Literal(upper)),
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, check_name),
+    ]
+    reason = f"missing: create [{lower}, {upper}) outside the tree, CHECK, ATTACH"
+    if default is not None:
+        reason += f", moving this month's rows out of {default.name} in the same transaction"
+    return CreatePartition(month, name, reason, tuple(statements), lower=lower, upper=upper,
+                           move_statement=move, moved_rows_count=count)
+
+
+# ---------------------------------------------------------------------------
+# Applying
+
+
+@dataclass
+class ActionResult:
+    action: Action
+    attempts: int
+    lock_wait_s: float
+    seconds: float
+    rows_moved: int = 0
+
+
+def apply_action(conn: psycopg.Connection, action: Action, retry: RetryPolicy) -> ActionResult:
+    moved = [0]
+
+    def work(c: psycopg.Connection) -> None:
+        for statement in action.statements:
+            cursor = c.execute(statement)
+            if isinstance(action, CreatePartition) and statement is action.move_statement:
+                moved[0] = cursor.rowcount
+                landed = c.execute(action.moved_rows_count).fetchone()[0]
+                if landed != moved[0]:  # proof before commit: every deleted row is in the new table
+                    raise RuntimeError(f"{action.target}: moved {moved[0]} rows but found {landed}; rolled back")
+
+    started = time.monotonic()
+    outcome: DdlOutcome = run_locked(conn, work, what=f"{action.kind} {action.target}", policy=retry)
+    return ActionResult(action, outcome.attempts, outcome.lock_wait_s, time.monotonic() - started, moved[0])
+
+
+def close_read_transaction(conn: psycopg.Connection) -> None:
+    """End the read-only transaction the catalog reads opened (run_locked needs an idle session)."""
+    if not conn.autocommit and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.commit()
+
+
+def read_with_retry(conn: psycopg.Connection, read: Callable[[psycopg.Connection], T], *, what: str,
+                    retry: RetryPolicy) -> T:
+    """Catalog reads under the same lock_timeout and retries as DDL: rendering bounds
+    (``pg_get_expr``) takes ACCESS SHARE on each partition, which waits behind a
+    conflicting ACCESS EXCLUSIVE lock like any DDL would."""
+    box: list[T] = []
+    run_locked(conn, lambda c: box.append(read(c)), what=what, policy=retry)
+    return box[0]
+
+
+@dataclass
+class MaintenanceResult:
+    plan: Plan
+    results: list[ActionResult]
+    dry_run: bool
+
+    @property
+    def created(self) -> list[str]:
+        return [r.action.target for r in self.results if isinstance(r.action, CreatePartition)]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.results)
+
+    @property
+    def lock_wait_s(self) -> float:
+        return sum(r.lock_wait_s for r in self.results)
+
+    @property
+    def rows_moved(self) -> int:
+        return sum(r.rows_moved for r in self.results)
+
+
+def apply_plan(conn: psycopg.Connection, plan: Plan, retry: RetryPolicy = RetryPolicy()) -> list[ActionResult]:
+    """Run every action but conflicts, each in its own transaction; then raise on conflicts.
+
+    One broken month never blocks the others (SPEC §4)."""
+    close_read_transaction(conn)
+    results = [apply_action(conn, a, retry) for a in plan.actions if not isinstance(a, Conflict)]
+    if plan.conflicts:
+        raise PartitionConflict(
+            "; ".join(f"{c.target} ({c.month:%Y-%m}): {c.reason}" for c in plan.conflicts)
+            + (f" (the other {len(results)} action(s) were applied)" if results else "")
+        )
+    return results
+
+
+def ensure_months(
+    conn: psycopg.Connection,
+    policy: PartitionPolicy,
+    months: Iterable[date],
+    *,
+    dry_run: bool = False,
+    retry: RetryPolicy = RetryPolicy(),
+    lock_wait_s: float = 0.0,
+) -> MaintenanceResult:
+    """Plan and (unless ``dry_run``) apply, under the table's maintenance advisory lock.
+
+    The connection must not be inside a transaction. Raises ``MaintenanceLockBusy``
+    if another run holds the lock, ``LockRetriesExhausted`` if a DDL lock could not
+    be had, ``PartitionConflict`` if the catalog contradicts the policy.
+    """
+    close_read_transaction(conn)
+    with maintenance_lock(conn, policy.lock_scope, wait_s=lock_wait_s):
+        wanted = list(months)
+        plan = read_with_retry(conn, lambda c: plan_months(c, policy, wanted), what="plan", retry=retry)
+        if dry_run:
+            return MaintenanceResult(plan, [], True)
+        return MaintenanceResult(plan, apply_plan(conn, plan, retry), False)

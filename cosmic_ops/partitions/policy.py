@@ -1,0 +1,203 @@
+"""Partition policy: what a managed monthly RANGE table should look like.
+
+Policy values are validated when loaded. Durations carry their unit (``"12 months"``,
+``"1 year"``); a bare number is an error, never silently months or seconds
+(SPEC §4). Only whole months make sense for monthly partitions, so ``"30 days"``
+is refused too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Mapping, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..schema import EVENT_LOG_STORAGE
+from ..timeutil import add_months, month_start
+
+
+class PolicyError(ValueError):
+    """A policy value is missing, malformed or inconsistent."""
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(month|months|mon|mons|year|years)\s*$", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+# Storage parameters a partition may carry; values are numbers or booleans.
+_STORAGE_NAME = re.compile(r"^(autovacuum_[a-z_]+|toast\.autovacuum_[a-z_]+|fillfactor|toast_tuple_target|"
+                           r"parallel_workers|vacuum_index_cleanup|vacuum_truncate|user_catalog_table)$")
+_STORAGE_VALUE = re.compile(r"^(-?\d+(\.\d+)?|on|off|true|false|auto)$", re.IGNORECASE)
+
+
+def parse_months(value: Any, *, what: str) -> int:
+    """``"12 months"`` -> 12, ``"1 year"`` -> 12. Numbers without a unit are refused."""
+    if not isinstance(value, str):
+        raise PolicyError(
+            f"{what}: {value!r} has no unit; write it as a string with its unit, e.g. \"{value} months\""
+        )
+    match = _DURATION.match(value)
+    if not match:
+        raise PolicyError(
+            f"{what}: {value!r} is not a whole number of months or years (e.g. \"3 months\", \"1 year\")"
+        )
+    amount = int(match.group(1))
+    return amount * 12 if match.group(2).lower().startswith("year") else amount
+
+
+def _identifier(value: Any, *, what: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise PolicyError(f"{what}: {value!r} is not a plain SQL identifier")
+    return value
+
+
+@dataclass(frozen=True)
+class IndexColumn:
+    name: str
+    descending: bool = False
+
+    def __str__(self) -> str:
+        return self.name + (" DESC" if self.descending else "")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A plain btree index over columns, each ascending or descending."""
+
+    columns: tuple[IndexColumn, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "IndexSpec":
+        """``"player_id, server_timestamp DESC"``."""
+        if not isinstance(text, str) or not text.strip():
+            raise PolicyError(f"index: {text!r} is not a column list")
+        columns = []
+        for part in text.split(","):
+            words = part.split()
+            if len(words) == 1 or (len(words) == 2 and words[1].upper() in ("ASC", "DESC")):
+                name = _identifier(words[0], what=f"index {text!r}")
+                columns.append(IndexColumn(name, len(words) == 2 and words[1].upper() == "DESC"))
+            else:
+                raise PolicyError(f"index {text!r}: {part.strip()!r} must be `column [ASC|DESC]`")
+        return cls(tuple(columns))
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(str(c) for c in self.columns) + ")"
+
+
+@dataclass(frozen=True)
+class PartitionPolicy:
+    """How one monthly RANGE-partitioned table is kept.
+
+    ``premake``/``lookback``/``retention`` are counts of months, parsed from values
+    with units by :meth:`from_mapping`.
+    """
+
+    table: str
+    partition_column: str
+    premake: int
+    lookback: int
+    retention: int
+    schema: str = "public"
+    timezone: str = "UTC"
+    indexes: tuple[IndexSpec, ...] = ()
+    storage: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _identifier(self.table, what="table")
+        _identifier(self.schema, what="schema")
+        _identifier(self.partition_column, what="partition_column")
+        if len(self.table) > 55:  # room for the "_YYYY_MM" suffix within PostgreSQL's 63 bytes
+            raise PolicyError(f"table: {self.table!r} is too long for monthly partition names")
+        if self.premake < 1:
+            raise PolicyError(f"premake must be at least 1 month, got {self.premake}")
+        if self.lookback < 0:
+            raise PolicyError(f"lookback must not be negative, got {self.lookback}")
+        if self.retention <= self.lookback:
+            raise PolicyError(
+                f"retention ({self.retention} months) must be longer than lookback ({self.lookback} months): "
+                "otherwise maintenance would create months that retention drops"
+            )
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PolicyError(f"timezone: {self.timezone!r} is not a known IANA time zone") from None
+        for name, value in self.storage.items():
+            if not _STORAGE_NAME.match(name):
+                raise PolicyError(f"storage: {name!r} is not a supported table storage parameter")
+            if not isinstance(value, str) or not _STORAGE_VALUE.match(value):
+                raise PolicyError(f"storage: {name} = {value!r} must be a number or a boolean, as a string")
+        # Frozen dataclass: normalise the mapping into an immutable, ordered copy.
+        object.__setattr__(self, "storage", dict(sorted(self.storage.items())))
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> "PartitionPolicy":
+        """Build from loaded config (YAML/JSON/dict); every duration needs its unit."""
+        missing = [k for k in ("table", "partition_column", "premake", "lookback", "retention") if k not in raw]
+        if missing:
+            raise PolicyError(f"policy is missing {', '.join(missing)}")
+        interval = raw.get("interval", "1 month")
+        if parse_months(interval, what="interval") != 1:
+            raise PolicyError(f"interval: only monthly partitions are managed, got {interval!r}")
+        unknown = set(raw) - {"table", "partition_column", "premake", "lookback", "retention", "schema",
+                              "timezone", "indexes", "storage", "interval"}
+        if unknown:
+            raise PolicyError(f"policy has unknown keys: {', '.join(sorted(unknown))}")
+        return cls(
+            table=raw["table"],
+            schema=raw.get("schema", "public"),
+            partition_column=raw["partition_column"],
+            premake=parse_months(raw["premake"], what="premake"),
+            lookback=parse_months(raw["lookback"], what="lookback"),
+            retention=parse_months(raw["retention"], what="retention"),
+            timezone=raw.get("timezone", "UTC"),
+            indexes=tuple(IndexSpec.parse(i) for i in raw.get("indexes", ())),
+            storage={str(k): str(v) for k, v in dict(raw.get("storage", {})).items()},
+        )
+
+    # -- derived values -------------------------------------------------
+
+    @property
+    def qualified_name(self) -> str:
+        """``schema.table`` as a regclass text (identifiers are validated plain names)."""
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def lock_scope(self) -> str:
+        """Scope of the maintenance advisory lock: one per database and table."""
+        return self.qualified_name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def current_month(self, now: Optional[datetime] = None) -> date:
+        """The month ``now`` falls in, in the policy's time zone."""
+        moment = now.astimezone(self.zone) if now is not None else datetime.now(self.zone)
+        return month_start(moment.date())
+
+    def window(self, now: Optional[datetime] = None) -> list[date]:
+        """Months to keep ready: ``lookback`` back, this month, ``premake`` ahead."""
+        current = self.current_month(now)
+        return [add_months(current, i) for i in range(-self.lookback, self.premake + 1)]
+
+    def premake_months(self, now: Optional[datetime] = None) -> list[date]:
+        """This month and the ``premake`` months after it."""
+        current = self.current_month(now)
+        return [add_months(current, i) for i in range(0, self.premake + 1)]
+
+    def partition_name(self, month: date) -> str:
+        return f"{self.table}_{month:%Y_%m}"
+
+
+EVENT_LOGS_POLICY = PartitionPolicy.from_mapping({
+    "table": "event_logs",
+    "partition_column": "server_timestamp",
+    "interval": "1 month",
+    "premake": "3 months",
+    "lookback": "3 months",
+    "retention": "12 months",
+    "timezone": "UTC",
+    "indexes": ["player_id, server_timestamp DESC", "event_type, server_timestamp DESC"],
+    "storage": EVENT_LOG_STORAGE,
+})

@@ -1,0 +1,92 @@
+"""Move rows out of the DEFAULT partition into their months (SPEC §3.3).
+
+PostgreSQL never leaves a row in DEFAULT when a partition for it exists, so every
+row there belongs to a month without a partition. Rehoming a month is creating
+that month: the create transaction (see ``maintain``) moves the month's rows
+from DEFAULT into the new table before ATTACH, so the rows stay visible through
+the parent at every instant and are never lost or doubled.
+
+The batch is one month per transaction: splitting a month across transactions
+would hide the rows already moved (the new table is not attached yet), so the
+bound on each lock hold is the rows of one month, and ``max_months`` bounds a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Optional
+
+import psycopg
+
+from ..db import RetryPolicy, maintenance_lock
+from .maintain import ActionResult, PartitionConflict, apply_plan, close_read_transaction, plan_months, read_with_retry
+from .policy import PartitionPolicy
+from .state import default_rows_by_month
+
+
+@dataclass
+class RehomeResult:
+    default_rows_before: int
+    default_rows_after: int
+    months_found: dict[str, int]
+    results: list[ActionResult] = field(default_factory=list)
+    remaining_months: list[str] = field(default_factory=list)
+    unplaceable_rows: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    plan_markdown: str = ""
+
+    @property
+    def rows_moved(self) -> int:
+        return sum(r.rows_moved for r in self.results)
+
+    @property
+    def created(self) -> list[str]:
+        return [r.action.target for r in self.results]
+
+
+def rehome_default_rows(
+    conn: psycopg.Connection,
+    policy: PartitionPolicy,
+    *,
+    max_months: Optional[int] = None,
+    dry_run: bool = False,
+    retry: RetryPolicy = RetryPolicy(),
+    lock_wait_s: float = 0.0,
+) -> RehomeResult:
+    """Create the month of every row in DEFAULT, oldest first, one transaction per month.
+
+    A month that cannot be created (conflict) is reported and skipped; the others
+    still move. Rows with a NULL key cannot live in any range partition and are
+    only reported.
+    """
+    close_read_transaction(conn)
+    with maintenance_lock(conn, policy.lock_scope, wait_s=lock_wait_s):
+        _, by_month = read_with_retry(conn, lambda c: default_rows_by_month(c, policy),
+                                      what="read DEFAULT rows", retry=retry)
+        months = [m for m, _ in by_month if m is not None]
+        selected = months if max_months is None else months[:max_months]
+        result = RehomeResult(
+            default_rows_before=sum(n for _, n in by_month),
+            default_rows_after=0,
+            months_found={f"{m:%Y-%m}": n for m, n in by_month if m is not None},
+            unplaceable_rows=sum(n for m, n in by_month if m is None),
+            remaining_months=[f"{m:%Y-%m}" for m in months[len(selected):]],
+            dry_run=dry_run,
+        )
+        plan = read_with_retry(conn, lambda c: plan_months(c, policy, selected), what="plan", retry=retry)
+        result.plan_markdown = plan.to_markdown(conn)
+        if dry_run:
+            result.default_rows_after = result.default_rows_before
+            return result
+        for month in selected:
+            single = read_with_retry(conn, lambda c: plan_months(c, policy, [month]), what="plan", retry=retry)
+            try:
+                result.results += apply_plan(conn, single, retry)
+            except PartitionConflict as conflict:
+                result.conflicts.append(str(conflict))
+        _, after = read_with_retry(conn, lambda c: default_rows_by_month(c, policy),
+                                   what="read DEFAULT rows", retry=retry)
+        result.default_rows_after = sum(n for _, n in after)
+    return result
