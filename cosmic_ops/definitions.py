@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .assets import backups as backup_assets
+from .assets import event_logs as event_log_assets
 from .assets import monitoring as monitoring_assets
+from .assets import retention as retention_assets
 from .assets import schema as schema_assets
+from .resources.backup_store import backup_store_from_env
 from .resources.postgres import postgres_from_env
 
 DOMAIN_MODULES = [
     schema_assets,
+    event_log_assets,
     monitoring_assets,
+    backup_assets,
+    retention_assets,
 ]
 
 defs = dg.Definitions.merge(
     *(module.defs for module in DOMAIN_MODULES),
-    dg.Definitions(resources={"postgres": postgres_from_env()}),
+    dg.Definitions(resources={"postgres": postgres_from_env(), "backup_store": backup_store_from_env()}),
 )
