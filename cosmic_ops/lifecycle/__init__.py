@@ -1,0 +1,11 @@
+"""Row lifecycle: archive destroyed bodies, pack inactive saves, and undo both exactly."""
+
+from .archive import ArchivePolicy, ArchiveReport, archive_destroyed_bodies, plan_archive, unarchive_bodies
+from .policy import MonthScope, Throttle, parse_age
+from .saves import Codec, CompressReport, SavePolicy, compress_inactive_saves, rehydrate_save
+
+__all__ = [
+    "ArchivePolicy", "ArchiveReport", "Codec", "CompressReport", "MonthScope", "SavePolicy", "Throttle",
+    "archive_destroyed_bodies", "compress_inactive_saves", "parse_age", "plan_archive", "rehydrate_save",
+    "unarchive_bodies",
+]

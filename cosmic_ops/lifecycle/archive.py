@@ -1,0 +1,273 @@
+"""Destroyed celestial bodies -> ``celestial_bodies_archive``, in bounded committed batches.
+
+Each batch is one statement, ``WITH moved AS (DELETE ... RETURNING) INSERT ...``,
+committed on its own: a row is either still live or already archived, never both,
+never neither, whenever the process dies. ``FOR UPDATE SKIP LOCKED`` keeps two
+workers (or a game transaction holding a row) from blocking each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Sequence
+
+import psycopg
+from psycopg import sql
+
+from ..db import RetryPolicy, maintenance_lock, run_ddl
+from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, end_read, own_transaction, run_batches
+
+LIVE_TABLE = "celestial_bodies"
+ARCHIVE_TABLE = "celestial_bodies_archive"
+LOCK_SCOPE = "celestial_bodies_archive"
+DEFAULT_OLDER_THAN = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class ArchivePolicy:
+    older_than: timedelta = DEFAULT_OLDER_THAN
+    throttle: Throttle = Throttle()
+    tablespace: str | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan and the SQL it runs."""
+
+    kind: str
+    description: str
+    statement: str
+
+
+@dataclass
+class ArchivePlan:
+    scope: MonthScope
+    candidates: int
+    actions: list[Action] = field(default_factory=list)
+
+    def as_markdown(self) -> str:
+        lines = [f"**archive destroyed bodies** updated in {self.scope.describe()}: {self.candidates} rows", ""]
+        for number, action in enumerate(self.actions, 1):
+            lines += [f"{number}. {action.kind}: {action.description}", "", "```sql", action.statement, "```", ""]
+        return "\n".join(lines)
+
+
+@dataclass
+class ArchiveReport:
+    scope: MonthScope
+    log: BatchLog
+    rows_remaining: int
+    scope_rows_before: int
+    scope_rows_after: int
+    tablespace_moved: bool = False
+
+    @property
+    def conserved(self) -> bool:
+        return self.scope_rows_before == self.scope_rows_after
+
+
+def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """Column names of ``table`` in order, from the catalog."""
+    rows = conn.execute(
+        """
+        SELECT a.attname FROM pg_attribute a
+        WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        (table,),
+    ).fetchall()
+    if not rows:
+        raise LookupError(f"table {table!r} not found")
+    return [r[0] for r in rows]
+
+
+def _idents(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def leaf_tables(conn: psycopg.Connection, table: str) -> list[str]:
+    """The tables that hold ``table``'s rows (its leaf partitions, or itself), from the catalog."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_partition_tree(to_regclass(%s)) t JOIN pg_class c ON c.oid = t.relid "
+        "WHERE t.isleaf ORDER BY c.relname", (table,)).fetchall()
+    return [r[0] for r in rows] or [table]
+
+
+def move_statement(conn: psycopg.Connection, leaf: str, target: str, where: sql.Composable,
+                   *, stamp_archived_at: bool) -> sql.Composed:
+    """One batch: delete up to ``%(limit)s`` rows matching ``where`` from ``leaf``, insert them into ``target``.
+
+    Working on one leaf at a time lets the delete find its rows by ``ctid`` (a TID
+    scan) instead of joining the whole partitioned table on the key.
+    """
+    columns = table_columns(conn, LIVE_TABLE)
+    target_columns = columns + (["archived_at"] if stamp_archived_at else [])
+    selected = _idents(columns) if not stamp_archived_at else sql.SQL("{}, now()").format(_idents(columns))
+    return sql.SQL(
+        """WITH moved AS (
+    DELETE FROM {leaf}
+    WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM {leaf}
+        WHERE {where}
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED))
+    RETURNING {columns})
+INSERT INTO {target} ({target_columns})
+SELECT {selected} FROM moved"""
+    ).format(
+        leaf=sql.Identifier(leaf),
+        target=sql.Identifier(target),
+        where=where,
+        columns=_idents(columns),
+        target_columns=_idents(target_columns),
+        selected=selected,
+    )
+
+
+def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.Composable, params: dict,
+                *, stamp_archived_at: bool):
+    """A step for ``run_batches``: one committed batch from the first leaf of ``source`` with rows left."""
+    pending = [(leaf, move_statement(conn, leaf, target, where, stamp_archived_at=stamp_archived_at))
+               for leaf in leaf_tables(conn, source)]
+    end_read(conn)
+
+    def one_batch() -> int | None:
+        while pending:
+            with own_transaction(conn):
+                moved = conn.execute(pending[0][1], params).rowcount
+            if moved:
+                return moved
+            pending.pop(0)
+        return None
+
+    return one_batch
+
+
+_DESTROYED_IN_SCOPE = sql.SQL("is_destroyed AND updated_at >= %(lower)s AND updated_at < %(upper)s")
+_ARCHIVED_IN_SCOPE = sql.SQL("updated_at >= %(lower)s AND updated_at < %(upper)s")
+
+
+def _scope_params(scope: MonthScope, limit: int = 0) -> dict:
+    return {"lower": scope.lower, "upper": scope.upper, "limit": limit}
+
+
+def scope_counts(conn: psycopg.Connection, scope: MonthScope) -> tuple[int, int]:
+    """(live destroyed rows, archived rows) whose ``updated_at`` is in ``scope``, one snapshot."""
+    statement = sql.SQL("SELECT (SELECT count(*) FROM {} WHERE {}), (SELECT count(*) FROM {} WHERE {})").format(
+        sql.Identifier(LIVE_TABLE), _DESTROYED_IN_SCOPE, sql.Identifier(ARCHIVE_TABLE), _ARCHIVED_IN_SCOPE)
+    live, archived = conn.execute(statement, _scope_params(scope)).fetchone()
+    end_read(conn)
+    return live, archived
+
+
+def archive_tablespace(conn: psycopg.Connection) -> str | None:
+    """The tablespace the archive lives on (None: the database default)."""
+    return conn.execute(
+        "SELECT t.spcname FROM pg_class c LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace "
+        "WHERE c.oid = to_regclass(%s)", (ARCHIVE_TABLE,)
+    ).fetchone()[0]
+
+
+def _tablespace_statements(conn: psycopg.Connection, tablespace: str) -> list[sql.Composed]:
+    exists = conn.execute("SELECT 1 FROM pg_tablespace WHERE spcname = %s", (tablespace,)).fetchone()
+    if not exists:
+        raise LookupError(f"tablespace {tablespace!r} does not exist; create it first (CREATE TABLESPACE)")
+    indexes = [r[0] for r in conn.execute(
+        "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = to_regclass(%s) ORDER BY i.relname", (ARCHIVE_TABLE,)).fetchall()]
+    statements = [sql.SQL("ALTER TABLE {} SET TABLESPACE {}").format(
+        sql.Identifier(ARCHIVE_TABLE), sql.Identifier(tablespace))]
+    statements += [sql.SQL("ALTER INDEX {} SET TABLESPACE {}").format(
+        sql.Identifier(index), sql.Identifier(tablespace)) for index in indexes]
+    return statements
+
+
+def plan_archive(conn: psycopg.Connection, month: date, policy: ArchivePolicy = ArchivePolicy(),
+                 *, now: datetime | None = None) -> ArchivePlan:
+    """What archiving ``month`` would do; reads only."""
+    scope = MonthScope.of(month, policy.older_than, now)
+    live, _ = scope_counts(conn, scope)
+    plan = ArchivePlan(scope=scope, candidates=live)
+    if policy.tablespace and archive_tablespace(conn) != policy.tablespace:
+        for statement in _tablespace_statements(conn, policy.tablespace):
+            plan.actions.append(Action("move archive", f"to tablespace {policy.tablespace}",
+                                       statement.as_string(conn)))
+    for leaf in leaf_tables(conn, LIVE_TABLE):
+        statement = move_statement(conn, leaf, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE, stamp_archived_at=True)
+        plan.actions.append(Action(
+            "archive batches",
+            f"{leaf}: batches of at most {policy.throttle.batch_size} rows, each committed; pause "
+            f"{policy.throttle.pause_s}s, cap {policy.throttle.max_rows_per_s or 'none'} rows/s",
+            statement.as_string(conn),
+        ))
+    end_read(conn)
+    return plan
+
+
+def ensure_archive_tablespace(conn: psycopg.Connection, tablespace: str,
+                              retry: RetryPolicy = RetryPolicy()) -> bool:
+    """Put the archive table and its indexes on ``tablespace``; False when already there."""
+    if archive_tablespace(conn) == tablespace:
+        end_read(conn)
+        return False
+    statements = _tablespace_statements(conn, tablespace)
+    end_read(conn)
+    run_ddl(conn, statements, what=f"move {ARCHIVE_TABLE} to tablespace {tablespace}", policy=retry)
+    return True
+
+
+def archive_destroyed_bodies(
+    conn: psycopg.Connection,
+    month: date,
+    policy: ArchivePolicy = ArchivePolicy(),
+    *,
+    now: datetime | None = None,
+    progress: ProgressCallback | None = None,
+    max_batches: int | None = None,
+) -> ArchiveReport:
+    """Move destroyed bodies of ``month`` (older than the policy) to the archive, batch by batch.
+
+    ``conn`` must not be in a transaction; every batch commits on its own.
+    """
+    scope = MonthScope.of(month, policy.older_than, now)
+    with maintenance_lock(conn, LOCK_SCOPE):
+        moved_tablespace = bool(policy.tablespace) and ensure_archive_tablespace(conn, policy.tablespace)
+        before = sum(scope_counts(conn, scope))
+        one_batch = batch_mover(conn, LIVE_TABLE, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE,
+                                _scope_params(scope, policy.throttle.batch_size), stamp_archived_at=True)
+        log = run_batches(one_batch, policy.throttle, BatchLog(unit="rows"), progress=progress,
+                          max_batches=max_batches)
+        live, archived = scope_counts(conn, scope)
+    return ArchiveReport(scope=scope, log=log, rows_remaining=live, scope_rows_before=before,
+                         scope_rows_after=live + archived, tablespace_moved=moved_tablespace)
+
+
+@dataclass
+class UnarchiveReport:
+    log: BatchLog
+    requested: str
+
+
+_BY_IDS = sql.SQL("id = ANY(%(ids)s)")
+_BY_SAVE = sql.SQL("save_id = %(save_id)s")
+
+
+def unarchive_bodies(
+    conn: psycopg.Connection,
+    *,
+    body_ids: Sequence[int] | None = None,
+    save_id: int | None = None,
+    throttle: Throttle = Throttle(),
+    progress: ProgressCallback | None = None,
+) -> UnarchiveReport:
+    """Move archived rows back to ``celestial_bodies`` exactly as they were (``archived_at`` dropped)."""
+    if bool(body_ids) == (save_id is not None):
+        raise ValueError("give either body_ids or save_id (exactly one)")
+    where = _BY_IDS if body_ids else _BY_SAVE
+    params = {"ids": list(body_ids or []), "save_id": save_id, "limit": throttle.batch_size}
+    one_batch = batch_mover(conn, ARCHIVE_TABLE, LIVE_TABLE, where, params, stamp_archived_at=False)
+    with maintenance_lock(conn, LOCK_SCOPE):
+        log = run_batches(one_batch, throttle, BatchLog(unit="rows"), progress=progress)
+    requested = f"{len(body_ids)} body ids" if body_ids else f"save {save_id}"
+    return UnarchiveReport(log=log, requested=requested)

@@ -1,0 +1,148 @@
+"""Policy values shared by the row-lifecycle jobs: ages with units, throttling, month scopes."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Callable, ContextManager
+
+import psycopg
+
+from ..timeutil import month_bounds_utc
+
+_AGE = re.compile(r"^\s*(\d+)\s*(day|days|d|hour|hours|h|week|weeks|w)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"d": 86_400, "day": 86_400, "days": 86_400, "h": 3_600, "hour": 3_600, "hours": 3_600,
+                 "w": 604_800, "week": 604_800, "weeks": 604_800}
+
+
+def parse_age(text: str) -> timedelta:
+    """``"30 days"`` -> 30 days. A bare number is refused: an age without a unit is ambiguous."""
+    match = _AGE.match(str(text))
+    if not match:
+        raise ValueError(f"age {text!r} must be a whole number with a unit (days, hours or weeks), e.g. '30 days'")
+    value, unit = int(match.group(1)), match.group(2).lower()
+    if value <= 0:
+        raise ValueError(f"age {text!r} must be positive")
+    return timedelta(seconds=value * _UNIT_SECONDS[unit])
+
+
+@dataclass(frozen=True)
+class MonthScope:
+    """Rows whose timestamp falls in ``[lower, upper)``: the month, cut at the policy's age."""
+
+    month: date
+    lower: datetime
+    upper: datetime
+
+    @property
+    def is_empty(self) -> bool:
+        return self.upper <= self.lower
+
+    @classmethod
+    def of(cls, month: date, older_than: timedelta, now: datetime | None = None) -> "MonthScope":
+        now = now or datetime.now(timezone.utc)
+        lower, month_end = month_bounds_utc(month)
+        return cls(month=lower.date(), lower=lower, upper=max(lower, min(month_end, now - older_than)))
+
+    def describe(self) -> str:
+        return f"[{self.lower.isoformat()}, {self.upper.isoformat()})"
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """pt-archiver-style pacing: bounded batches, a pause between them, an optional rows/s cap."""
+
+    batch_size: int = 2_000
+    pause_s: float = 0.0
+    max_rows_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.pause_s < 0:
+            raise ValueError("pause_s must not be negative")
+        if self.max_rows_per_s is not None and self.max_rows_per_s <= 0:
+            raise ValueError("max_rows_per_s must be positive when set")
+
+    def delay_after(self, rows: int, batch_seconds: float) -> float:
+        """Seconds to wait after a batch of ``rows`` that took ``batch_seconds``."""
+        wait = self.pause_s
+        if self.max_rows_per_s:
+            wait = max(wait, rows / self.max_rows_per_s - batch_seconds)
+        return max(0.0, wait)
+
+
+@dataclass
+class BatchLog:
+    """Progress of a batched run: what each batch did and how long it took."""
+
+    unit: str
+    batches: int = 0
+    moved: int = 0
+    longest_batch_s: float = 0.0
+    busy_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    def record(self, moved: int, seconds: float) -> None:
+        self.batches += 1
+        self.moved += moved
+        self.busy_s += seconds
+        self.longest_batch_s = max(self.longest_batch_s, seconds)
+
+    def finish(self) -> None:
+        self.finished = time.monotonic()
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def per_s(self) -> float:
+        return self.moved / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+ProgressCallback = Callable[[str], None]
+
+
+def run_batches(
+    step: Callable[[], int | None],
+    throttle: Throttle,
+    log: BatchLog,
+    *,
+    progress: ProgressCallback | None = None,
+    max_batches: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BatchLog:
+    """Call ``step`` (one committed batch; returns units done, None when nothing is left) until it stops."""
+    while max_batches is None or log.batches < max_batches:
+        began = time.monotonic()
+        done = step()
+        took = time.monotonic() - began
+        if done is None:
+            break
+        log.record(done, took)
+        if progress:
+            progress(f"batch {log.batches}: {done} {log.unit} in {took * 1000:.1f} ms "
+                     f"(total {log.moved}, {log.per_s:,.0f} {log.unit}/s)")
+        delay = throttle.delay_after(done, took)
+        if delay:
+            sleep(delay)
+    log.finish()
+    return log
+
+
+def end_read(conn: psycopg.Connection) -> None:
+    """Close the implicit transaction a read opened, so the next batch commits on its own."""
+    if not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        conn.commit()
+
+
+def own_transaction(conn: psycopg.Connection) -> ContextManager:
+    """A transaction that really commits at exit (not a savepoint inside someone else's)."""
+    end_read(conn)
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("a batch must start outside any transaction")
+    return conn.transaction()

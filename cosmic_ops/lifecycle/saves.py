@@ -1,0 +1,371 @@
+"""Inactive saves packed into ``game_saves.compressed_state``, and rehydrated exactly.
+
+A save's rows (``celestial_bodies``, ``save_resources``, ``save_research``) become
+one document: per table the column names and each row in PostgreSQL's own record
+text form (``t::text``), which casts back to the row type losslessly (floats print
+shortest-exact, timestamps with microseconds and offset, jsonb and numeric as
+written, NULL distinct from empty). PostgreSQL builds the text set-based per
+batch; Python compresses it (zstd or zlib), decompresses it again and checks
+sha256 and row counts, and only then the rows are deleted -- all in the batch's
+transaction, so a failure or kill rolls everything back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Iterable, Sequence
+
+import psycopg
+import zstandard
+from psycopg import sql
+
+from ..db import maintenance_lock
+from .archive import table_columns
+from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, end_read, own_transaction, run_batches
+
+SAVES_TABLE = "game_saves"
+SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")
+DOCUMENT_FORMAT = "cosmic_ops.save/1"
+LOCK_SCOPE = "game_saves_compression"
+DEFAULT_INACTIVE_FOR = timedelta(days=7)
+CODECS = ("zstd", "zlib")
+# Settings that make record text identical in every session (and parse back the same).
+_TEXT_SETTINGS = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres",
+                  "extra_float_digits": "1", "bytea_output": "hex"}
+
+
+class SaveVerificationFailed(RuntimeError):
+    """A packed save did not unpack to what was read: nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str = "zstd"
+    level: int = 19
+
+    def __post_init__(self) -> None:
+        if self.name not in CODECS:
+            raise ValueError(f"codec {self.name!r} not supported; choose one of {CODECS}")
+        low, high = (1, 22) if self.name == "zstd" else (1, 9)
+        if not low <= self.level <= high:
+            raise ValueError(f"{self.name} level must be between {low} and {high}, got {self.level}")
+
+    def compress(self, data: bytes) -> bytes:
+        if self.name == "zstd":
+            return zstandard.ZstdCompressor(level=self.level).compress(data)
+        return zlib.compress(data, self.level)
+
+    @staticmethod
+    def decompress(name: str, data: bytes) -> bytes:
+        if name == "zstd":
+            return zstandard.ZstdDecompressor().decompress(data)
+        if name == "zlib":
+            return zlib.decompress(data)
+        raise ValueError(f"unknown codec {name!r} in compression_info")
+
+
+@dataclass(frozen=True)
+class SavePolicy:
+    inactive_for: timedelta = DEFAULT_INACTIVE_FOR
+    codec: Codec = Codec()
+    throttle: Throttle = Throttle(batch_size=200)
+
+
+@dataclass
+class CompressReport:
+    scope: MonthScope
+    log: BatchLog
+    rows_folded: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    document_bytes: int = 0
+    saves_remaining: int = 0
+    skipped_changed: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_before / self.bytes_after if self.bytes_after else 0.0
+
+
+@dataclass
+class PackedSave:
+    save_id: int
+    compressed: bytes
+    info: dict
+
+
+def _set_text_settings(conn: psycopg.Connection) -> None:
+    for name, value in _TEXT_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+def _candidates_where() -> sql.Composable:
+    return sql.SQL("NOT is_active AND compressed_state IS NULL AND updated_at >= %(lower)s AND updated_at < %(upper)s")
+
+
+def select_candidates(conn: psycopg.Connection, scope: MonthScope, limit: int | None = None) -> list[tuple[int, datetime]]:
+    """(save id, updated_at) of saves due for packing, oldest id first."""
+    statement = sql.SQL("SELECT id, updated_at FROM {} WHERE {} ORDER BY id {}").format(
+        sql.Identifier(SAVES_TABLE), _candidates_where(),
+        sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""))
+    return conn.execute(statement, {"lower": scope.lower, "upper": scope.upper}).fetchall()
+
+
+def _lock_unchanged(conn: psycopg.Connection, selected: Sequence[tuple[int, datetime]]) -> list[int]:
+    """Lock the selected saves that are still inactive, uncompressed and not updated since selection.
+
+    Under READ COMMITTED a row updated by a committed transaction is re-checked
+    against the WHERE clause before it is locked, so a save touched since it was
+    selected drops out; one held by a running transaction is skipped.
+    """
+    rows = conn.execute(
+        sql.SQL(
+            """SELECT g.id FROM {} g
+            JOIN unnest(%s::bigint[], %s::timestamptz[]) AS sel(id, updated_at)
+              ON sel.id = g.id AND sel.updated_at = g.updated_at
+            WHERE NOT g.is_active AND g.compressed_state IS NULL
+            ORDER BY g.id
+            FOR UPDATE OF g SKIP LOCKED"""
+        ).format(sql.Identifier(SAVES_TABLE)),
+        ([s[0] for s in selected], [s[1] for s in selected]),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _key_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    rows = conn.execute(
+        """
+        SELECT a.attname FROM pg_index x
+        JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, pos) ON true
+        JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+        WHERE x.indrelid = to_regclass(%s) AND x.indisprimary ORDER BY k.pos
+        """, (table,)).fetchall()
+    return [r[0] for r in rows]
+
+
+@dataclass
+class TableRows:
+    """One save's rows of one table, column by column, each value in its text form (None = NULL)."""
+
+    values: list[list[str | None]]
+    tuple_bytes: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.values[0]) if self.values else 0
+
+
+def _read_rows(conn: psycopg.Connection, table: str, columns: list[str], save_ids: list[int]) -> dict[int, TableRows]:
+    """Per save: its rows of ``table`` (locked FOR UPDATE) as column arrays, and their tuple bytes.
+
+    Columns compress far better than rows: neighbouring values look alike.
+    """
+    order = sql.SQL(", ").join(sql.Identifier("r", c) for c in _key_columns(conn, table))
+    arrays = sql.SQL(", ").join(
+        sql.SQL("array_agg({}::text)").format(sql.Identifier("r", c)) for c in columns)
+    # Every aggregate of a group reads the rows in the same order, so the arrays line up.
+    rows = conn.execute(
+        sql.SQL(
+            """SELECT r.save_id, sum(pg_column_size(r.*))::bigint, {arrays}
+            FROM (SELECT * FROM {table} r WHERE save_id = ANY(%s) ORDER BY save_id, {order} FOR UPDATE) r
+            GROUP BY r.save_id"""
+        ).format(arrays=arrays, table=sql.Identifier(table)),
+        (save_ids,),
+    ).fetchall()
+    return {row[0]: TableRows(values=list(row[2:]), tuple_bytes=row[1]) for row in rows}
+
+
+def _record_text(values: Sequence[str | None]) -> str:
+    """PostgreSQL record input for one row: every non-NULL value quoted, NULL left empty."""
+    return "(" + ",".join(
+        "" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + ")"
+
+
+def document_rows(part: dict) -> list[str]:
+    """The record texts of one table of a document, row by row."""
+    return [_record_text(row) for row in zip(*part["values"])] if part["values"] else []
+
+
+def build_document(save_id: int, columns: dict[str, list[str]], rows: dict[str, TableRows]) -> bytes:
+    document = {
+        "format": DOCUMENT_FORMAT,
+        "save_id": save_id,
+        "tables": {t: {"columns": columns[t], "values": rows[t].values} for t in SAVE_TABLES},
+    }
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _verify(name: str, compressed: bytes, expected: dict) -> dict:
+    """Decompress and check checksum and row counts against ``expected``; returns the document."""
+    raw = Codec.decompress(name, compressed)
+    if hashlib.sha256(raw).hexdigest() != expected["sha256"] or len(raw) != expected["original_bytes"]:
+        raise SaveVerificationFailed(f"save {expected.get('save_id')}: checksum mismatch after decompression")
+    document = json.loads(raw)
+    counts = {t: TableRows(document["tables"][t]["values"]).count for t in SAVE_TABLES}
+    if counts != expected["row_counts"]:
+        raise SaveVerificationFailed(f"save {expected.get('save_id')}: row counts {counts} != {expected['row_counts']}")
+    return document
+
+
+def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> tuple[list[PackedSave], int]:
+    """Read, pack and verify ``save_ids`` (already locked); returns the packs and the rows' tuple bytes."""
+    columns = {t: table_columns(conn, t) for t in SAVE_TABLES}
+    per_table = {t: _read_rows(conn, t, columns[t], save_ids) for t in SAVE_TABLES}
+    packs: list[PackedSave] = []
+    tuple_bytes = 0
+    for save_id in save_ids:
+        rows = {t: per_table[t].get(save_id) or TableRows([[] for _ in columns[t]]) for t in SAVE_TABLES}
+        row_bytes = sum(r.tuple_bytes for r in rows.values())
+        raw = build_document(save_id, columns, rows)
+        compressed = codec.compress(raw)
+        info = {
+            "format": DOCUMENT_FORMAT,
+            "save_id": save_id,
+            "codec": codec.name,
+            "level": codec.level,
+            "original_bytes": len(raw),
+            "compressed_bytes": len(compressed),
+            "row_bytes": row_bytes,
+            "row_counts": {t: rows[t].count for t in SAVE_TABLES},
+            "sha256": hashlib.sha256(raw).hexdigest(),
+        }
+        _verify(codec.name, compressed, info)
+        packs.append(PackedSave(save_id, compressed, info))
+        tuple_bytes += row_bytes
+    return packs, tuple_bytes
+
+
+def _delete_rows(conn: psycopg.Connection, packs: list[PackedSave]) -> int:
+    """Delete the packed rows; refuse (raise, rolling back) if the deleted counts differ from the packs."""
+    ids = [p.save_id for p in packs]
+    deleted = 0
+    for table in SAVE_TABLES:
+        counts = dict(conn.execute(
+            sql.SQL("WITH d AS (DELETE FROM {} WHERE save_id = ANY(%s) RETURNING save_id) "
+                    "SELECT save_id, count(*) FROM d GROUP BY save_id").format(sql.Identifier(table)),
+            (ids,),
+        ).fetchall())
+        for pack in packs:
+            if counts.get(pack.save_id, 0) != pack.info["row_counts"][table]:
+                raise SaveVerificationFailed(
+                    f"save {pack.save_id}: {table} deleted {counts.get(pack.save_id, 0)} rows, "
+                    f"packed {pack.info['row_counts'][table]}; rolled back")
+        deleted += sum(counts.values())
+    return deleted
+
+
+def _store(conn: psycopg.Connection, packs: list[PackedSave]) -> None:
+    conn.execute(
+        sql.SQL(
+            """UPDATE {} g SET compressed_state = p.state, compression_info = p.info, compressed_at = now()
+            FROM unnest(%s::bigint[], %s::bytea[], %s::jsonb[]) AS p(id, state, info)
+            WHERE g.id = p.id"""
+        ).format(sql.Identifier(SAVES_TABLE)),
+        ([p.save_id for p in packs], [p.compressed for p in packs],
+         [json.dumps(p.info) for p in packs]),
+    )
+
+
+def compress_batch(conn: psycopg.Connection, selected: Sequence[tuple[int, datetime]], codec: Codec,
+                   report: CompressReport) -> list[int]:
+    """Pack one batch of selected saves in one transaction; returns the ids packed."""
+    with own_transaction(conn):
+        _set_text_settings(conn)
+        save_ids = _lock_unchanged(conn, selected)
+        report.skipped_changed += len(selected) - len(save_ids)
+        if not save_ids:
+            return []
+        packs, tuple_bytes = pack_saves(conn, save_ids, codec)
+        _store(conn, packs)
+        report.rows_folded += _delete_rows(conn, packs)
+        report.bytes_before += tuple_bytes
+        report.bytes_after += sum(len(p.compressed) for p in packs)
+        report.document_bytes += sum(p.info["original_bytes"] for p in packs)
+    return save_ids
+
+
+def compress_inactive_saves(
+    conn: psycopg.Connection,
+    month: date,
+    policy: SavePolicy = SavePolicy(),
+    *,
+    now: datetime | None = None,
+    progress: ProgressCallback | None = None,
+    max_batches: int | None = None,
+) -> CompressReport:
+    """Pack every due save of ``month``, batch by batch (each batch one transaction)."""
+    scope = MonthScope.of(month, policy.inactive_for, now)
+    report = CompressReport(scope=scope, log=BatchLog(unit="saves"))
+    with maintenance_lock(conn, LOCK_SCOPE):
+        skipped: set[int] = set()
+
+        def one_batch() -> int | None:
+            # Saves found changed or locked are left for a later run, so the loop ends.
+            due = select_candidates(conn, scope, policy.throttle.batch_size + len(skipped))
+            end_read(conn)
+            pending = [s for s in due if s[0] not in skipped][: policy.throttle.batch_size]
+            if not pending:
+                return None
+            packed = compress_batch(conn, pending, policy.codec, report)
+            skipped.update({save_id for save_id, _ in pending} - set(packed))
+            return len(packed)
+
+        run_batches(one_batch, policy.throttle, report.log, progress=progress, max_batches=max_batches)
+        report.saves_remaining = len(select_candidates(conn, scope))
+        end_read(conn)
+    return report
+
+
+def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
+    """Restore a packed save's rows exactly and clear its compressed state (SPEC §7).
+
+    Runs in the caller's transaction (a savepoint if one is open); the caller commits.
+    Returns the rows restored per table.
+    """
+    with conn.transaction():
+        _set_text_settings(conn)
+        found = conn.execute(
+            sql.SQL("SELECT compressed_state, compression_info FROM {} WHERE id = %s FOR UPDATE").format(
+                sql.Identifier(SAVES_TABLE)), (save_id,)).fetchone()
+        if found is None:
+            raise LookupError(f"save {save_id} does not exist")
+        state, info = found
+        if state is None:
+            raise ValueError(f"save {save_id} is not compressed")
+        document = _verify(info["codec"], bytes(state), info)
+        restored: dict[str, int] = {}
+        for table in SAVE_TABLES:
+            part = document["tables"][table]
+            current = table_columns(conn, table)
+            if part["columns"] != current:
+                raise SaveVerificationFailed(
+                    f"save {save_id}: {table} columns changed since packing ({part['columns']} -> {current})")
+            records = document_rows(part)
+            inserted = conn.execute(
+                sql.SQL("INSERT INTO {t} SELECT (r::{t}).* FROM unnest(%s::text[]) AS r").format(
+                    t=sql.Identifier(table)), (records,)).rowcount
+            if inserted != len(records):
+                raise SaveVerificationFailed(f"save {save_id}: {table} restored {inserted} of {len(records)} rows")
+            restored[table] = inserted
+        conn.execute(
+            sql.SQL("UPDATE {} SET compressed_state = NULL, compression_info = NULL, compressed_at = NULL "
+                    "WHERE id = %s").format(sql.Identifier(SAVES_TABLE)), (save_id,))
+    return restored
+
+
+def verify_packed_saves(conn: psycopg.Connection, save_ids: Iterable[int]) -> dict[int, str]:
+    """Decompress each packed save and check it; returns {save id: problem} for the bad ones."""
+    problems: dict[int, str] = {}
+    for save_id, state, info in conn.execute(
+        sql.SQL("SELECT id, compressed_state, compression_info FROM {} WHERE id = ANY(%s) "
+                "AND compressed_state IS NOT NULL").format(sql.Identifier(SAVES_TABLE)), (list(save_ids),)):
+        try:
+            _verify(info["codec"], bytes(state), info)
+        except (SaveVerificationFailed, ValueError, KeyError, zlib.error, zstandard.ZstdError) as exc:
+            problems[save_id] = str(exc)
+    return problems
