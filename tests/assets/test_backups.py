@@ -1,0 +1,152 @@
+"""The Dagster layer of backups and retention, on a real server."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import dagster as dg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from cosmic_ops import db
+from cosmic_ops.assets.backups import (
+    backup_restores_with_equal_rows, event_log_backups, full_backup, full_backup_restores_with_equal_counts,
+    pitr_readiness_check, restore_event_log_month_job,
+)
+from cosmic_ops.assets.retention import event_log_retention
+from cosmic_ops.definitions import defs
+from cosmic_ops.partitions.catalog import partition_for_month
+from cosmic_ops.resources import PostgresResource
+from cosmic_ops.resources.backup_store import BackupStoreResource
+
+from ..backups.helpers import make_month, month_rows
+
+CHECK_KEY = backup_restores_with_equal_rows.check_key
+
+
+@pytest.fixture(scope="module")
+def seeded(bootstrapped_database):
+    with db.connect(bootstrapped_database) as conn:
+        for m in (1, 2, 3, 4):
+            make_month(conn, date(2025, m, 1), 120 * m)
+        make_month(conn, date(2026, 10, 1), 10)
+    return bootstrapped_database
+
+
+@pytest.fixture()
+def resources(seeded, tmp_path):
+    return {"postgres": PostgresResource(database_url=seeded),
+            "backup_store": BackupStoreResource(root=str(tmp_path / "store"))}
+
+
+def _run(assets, key, resources, selection=None, run_config=None):
+    return dg.materialize(assets, partition_key=key, resources=resources, selection=selection,
+                          run_config=run_config, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def _attached(conninfo, month):
+    with db.connect(conninfo) as conn:
+        return partition_for_month(conn, "event_logs", month)
+
+
+def test_backup_then_blocking_verification_passes(seeded, resources):
+    result = _run([event_log_backups, backup_restores_with_equal_rows], "2025-01-01", resources)
+    assert result.success
+    metadata = result.asset_materializations_for_node("event_log_backups")[0].metadata
+    assert metadata["rows"].value == 120 and metadata["bytes"].value > 0 and metadata["mb_per_s"].value > 0
+    assert len(metadata["sha256"].value) == 64
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["rows_restored"].value == 120
+    assert evaluation.metadata["method"].value == "scratch database"
+
+
+def test_retirement_run_backs_up_verifies_then_retires(seeded, resources):
+    month = date(2025, 2, 1)
+    assert len(month_rows(db.connect(seeded), month)) == 240
+    result = _run([event_log_backups, backup_restores_with_equal_rows, event_log_retention], "2025-02-01", resources)
+    assert result.success
+    metadata = result.asset_materializations_for_node("event_log_retention")[0].metadata
+    assert metadata["status"].value == "retire" and metadata["detach_mode"].value == "plain"
+    assert metadata["rows_retired"].value == 240
+    assert _attached(seeded, month) is None and month_rows(db.connect(seeded), month) == []
+    # the restore job brings it back as the partition
+    restored = restore_event_log_month_job.execute_in_process(
+        run_config={"ops": {"restore_event_log_month_op": {"config": {"month": "2025-02"}}}},
+        resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert restored.success
+    assert _attached(seeded, month) is not None and len(month_rows(db.connect(seeded), month)) == 240
+
+
+def test_corrupted_backup_fails_the_check_and_blocks_retirement(seeded, resources):
+    month = date(2025, 3, 1)
+    assert _run([event_log_backups], "2025-03-01", resources).success
+    store = resources["backup_store"].store()
+    (generation,) = store.month_generations(conninfo_to_dict(seeded)["dbname"], "event_logs", month)
+    data = bytearray(generation.file.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    generation.file.write_bytes(bytes(data))
+    result = _run([event_log_backups, backup_restores_with_equal_rows, event_log_retention], "2025-03-01",
+                  resources, selection=dg.AssetSelection.checks(backup_restores_with_equal_rows)
+                  | dg.AssetSelection.assets(event_log_retention))
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and "sha256" in evaluation.metadata["error"].value
+    assert not result.asset_materializations_for_node("event_log_retention")
+    assert _attached(seeded, month) is not None and len(month_rows(db.connect(seeded), month)) == 360
+
+
+def test_retention_inside_window_fails_and_changes_nothing(seeded, resources):
+    assert _run([event_log_backups, backup_restores_with_equal_rows], "2026-10-01", resources).success
+    result = _run([event_log_retention], "2026-10-01", resources)
+    assert not result.success
+    failure = result.failure_data_for_node("event_log_retention")
+    assert "inside the retention window" in failure.error.message + str(failure.user_failure_data)
+    assert _attached(seeded, date(2026, 10, 1)) is not None
+
+
+def test_dry_run_reports_the_plan(seeded, resources):
+    assert _run([event_log_backups, backup_restores_with_equal_rows], "2025-04-01", resources).success
+    result = _run([event_log_retention], "2025-04-01", resources,
+                  run_config={"ops": {"event_log_retention": {"config": {"dry_run": True,
+                                                                         "action": "archive-schema"}}}})
+    assert result.success
+    metadata = result.asset_materializations_for_node("event_log_retention")[0].metadata
+    assert metadata["status"].value == "dry run: retire"
+    assert 'SET SCHEMA "event_logs_archive"' in metadata["plan"].value
+    assert _attached(seeded, date(2025, 4, 1)) is not None
+
+
+def test_retention_policy_without_unit_is_refused(seeded, resources):
+    result = _run([event_log_retention], "2025-04-01", resources,
+                  run_config={"ops": {"event_log_retention": {"config": {"retention": "12"}}}})
+    assert not result.success
+    assert _attached(seeded, date(2025, 4, 1)) is not None
+
+
+def test_full_backup_with_its_checks(seeded, resources):
+    result = dg.materialize([full_backup, full_backup_restores_with_equal_counts, pitr_readiness_check],
+                            resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    metadata = result.asset_materializations_for_node("full_backup")[0].metadata
+    assert metadata["jobs"].value == 2 and metadata["tables"].value > 10
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["full_backup_restores_with_equal_counts"].passed
+    pitr = evaluations["pitr_readiness"]
+    assert pitr.severity == dg.AssetCheckSeverity.WARN
+    assert {"wal_level", "archive_mode", "archive_command", "last_archived_age_s"} <= set(pitr.metadata)
+
+
+@pytest.mark.parametrize("schedule, tick, key", [
+    ("event_log_backups_monthly", datetime(2026, 12, 1, 0, 30, tzinfo=timezone.utc), "2026-11-01"),
+    ("event_log_retention_monthly", datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc), "2025-11-01"),
+])
+def test_schedules_request_the_right_month(schedule, tick, key):
+    definition = defs.resolve_schedule_def(schedule)
+    (request,) = definition.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())).run_requests
+    assert request.partition_key == key
+
+
+def test_lineage_is_partition_backup_retention():
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetKey("event_log_partitions") in graph.get(dg.AssetKey("event_log_backups")).parent_keys
+    assert dg.AssetKey("event_log_backups") in graph.get(dg.AssetKey("event_log_retention")).parent_keys
+    assert defs.resolve_schedule_def("full_backup_weekly").cron_schedule == "0 3 * * 0"
