@@ -172,9 +172,9 @@ def _read_rows(conn: psycopg.Connection, table: str, columns: list[str], save_id
     rows = conn.execute(
         sql.SQL(
             """SELECT r.save_id, sum(pg_column_size(r.*))::bigint, {arrays}
-            FROM (SELECT * FROM {table} r WHERE save_id = ANY(%s) ORDER BY save_id, {order} FOR UPDATE) r
+            FROM (SELECT * FROM {table} r WHERE save_id = ANY(%s) ORDER BY {order} FOR UPDATE) r
             GROUP BY r.save_id"""
-        ).format(arrays=arrays, table=sql.Identifier(table)),
+        ).format(arrays=arrays, table=sql.Identifier(table), order=order),
         (save_ids,),
     ).fetchall()
     return {row[0]: TableRows(values=list(row[2:]), tuple_bytes=row[1]) for row in rows}

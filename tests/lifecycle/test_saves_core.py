@@ -1,0 +1,208 @@
+"""Packing inactive saves and rehydrating them, on a real server: exactness, verification, concurrency, kills."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from cosmic_ops import db
+from cosmic_ops.lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, rehydrate_save
+from cosmic_ops.lifecycle.policy import MonthScope
+from cosmic_ops.lifecycle.saves import (
+    CompressReport, SaveVerificationFailed, compress_batch, select_candidates, verify_packed_saves,
+)
+from cosmic_ops.lifecycle.policy import BatchLog
+
+from .helpers import SAVE_TABLES, KillableWorker, inactive_save_months, load_demo, rows_as_text
+
+# Values that trip naive serializers: NULLs next to empty strings, quotes, backslashes,
+# commas, parentheses, newlines, unicode, nested jsonb, special floats, microseconds.
+_TRICKY_BODY = """
+INSERT INTO celestial_bodies (id, save_id, body_type, name, parent_id, mass, radius, position_x, position_y,
+    position_z, orbital_period_s, properties, is_destroyed, destroyed_at, created_at, updated_at)
+VALUES
+ (900001, %(save)s, 'planet', E'Ke"pler (b), \\\\ back\\nslash', NULL, 5.972168e24, 6371000.123456789,
+  'NaN', 'Infinity', '-0', NULL,
+  '{"a": [1, 2.50, {"b": null}], "q": "say \\"hi\\", (ok)", "u": "星雲 ✨", "big": 12345678901234567890.123}',
+  false, NULL, '2024-02-29 23:59:59.999999+00', '2024-03-01 00:00:00.000001+00'),
+ (900002, %(save)s, 'black_hole', '', 900001, 1e-300, 2.2250738585072014e-308, -1.5, 0.1, 0.30000000000000004,
+  1.7976931348623157e308, '{}', true, '2024-03-01 00:00:00.5+00', '2000-01-01 00:00:00+00',
+  '2024-03-01 00:00:00.5+00')
+"""
+_TRICKY_RESOURCE = """
+INSERT INTO save_resources (save_id, resource_type, amount, capacity, production_rate, updated_at)
+VALUES (%(save)s, 'antimatter', 0.0001, NULL, -0.0, '1999-12-31 23:59:59.123456+00'),
+       (%(save)s, E'quote"comma,paren)', 9999999999999999.9999, 0, 1e-10, '2024-01-01 00:00:00+00')
+"""
+_TRICKY_RESEARCH = """
+INSERT INTO save_research (save_id, tech_id, level, progress, started_at, completed_at)
+VALUES (%(save)s, 'tech_null_dates', -32768, 0.33333334, NULL, NULL),
+       (%(save)s, 'tech_full', 32767, 1, '2024-01-01 00:00:00.000001+00', '2024-01-02 00:00:00+00')
+"""
+
+
+def _save_rows(conn, save_ids) -> dict[str, list[str]]:
+    return {t: rows_as_text(conn, t, "save_id = ANY(%s)", (list(save_ids),)) for t in SAVE_TABLES}
+
+
+def _packed_ids(conn) -> list[int]:
+    ids = [r[0] for r in conn.execute("SELECT id FROM game_saves WHERE compressed_state IS NOT NULL ORDER BY id")]
+    conn.commit()
+    return ids
+
+
+def _saves_with_rows_and_state(conn) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM game_saves g WHERE g.compressed_state IS NOT NULL AND ("
+        "EXISTS (SELECT 1 FROM celestial_bodies c WHERE c.save_id = g.id) OR "
+        "EXISTS (SELECT 1 FROM save_resources r WHERE r.save_id = g.id) OR "
+        "EXISTS (SELECT 1 FROM save_research s WHERE s.save_id = g.id))").fetchone()
+    conn.commit()
+    return row[0]
+
+
+@pytest.fixture(scope="module")
+def demo_db(bootstrapped_database):
+    load_demo(bootstrapped_database, seed=3)
+    with db.connect(bootstrapped_database) as conn:
+        tricky = conn.execute("SELECT id FROM game_saves WHERE NOT is_active AND updated_at < now() - interval "
+                              "'40 days' ORDER BY id LIMIT 1").fetchone()[0]
+        for statement in (_TRICKY_BODY, _TRICKY_RESOURCE, _TRICKY_RESEARCH):
+            conn.execute(statement, {"save": tricky})
+        conn.commit()
+    return bootstrapped_database
+
+
+def test_round_trip_restores_every_row_exactly(demo_db):
+    with db.connect(demo_db) as conn:
+        months = inactive_save_months(conn)
+        due = [r[0] for r in conn.execute(
+            "SELECT id FROM game_saves WHERE NOT is_active AND updated_at < now() - interval '7 days' ORDER BY id")]
+        conn.commit()
+        before = _save_rows(conn, due)
+        assert all(before.values()) and any("Ke" in row for row in before["celestial_bodies"])
+
+        reports = [compress_inactive_saves(conn, m, SavePolicy(throttle=Throttle(batch_size=16))) for m in months]
+        assert sum(r.log.moved for r in reports) == len(due) == len(_packed_ids(conn))
+        assert sum(r.rows_folded for r in reports) == sum(len(v) for v in before.values())
+        assert all(not v for v in _save_rows(conn, due).values())
+        assert _saves_with_rows_and_state(conn) == 0
+
+        info = conn.execute("SELECT compression_info FROM game_saves WHERE id = %s", (due[0],)).fetchone()[0]
+        assert info["codec"] == "zstd" and info["compressed_bytes"] < info["original_bytes"]
+        assert set(info["row_counts"]) == set(SAVE_TABLES) and len(info["sha256"]) == 64
+        state = conn.execute("SELECT compressed_state FROM game_saves WHERE id = %s", (due[0],)).fetchone()[0]
+        conn.commit()
+        assert len(state) == info["compressed_bytes"]
+
+        for save_id in due:
+            restored = rehydrate_save(conn, save_id)
+            assert restored == {t: len(_save_rows(conn, [save_id])[t]) for t in SAVE_TABLES}
+        conn.commit()
+        assert _save_rows(conn, due) == before
+        assert _packed_ids(conn) == []
+        cleared = conn.execute("SELECT count(*) FROM game_saves WHERE id = ANY(%s) AND (compression_info IS NOT NULL "
+                               "OR compressed_at IS NOT NULL)", (due,)).fetchone()[0]
+        assert cleared == 0
+
+
+def test_rehydrate_is_the_callers_transaction(demo_db):
+    with db.connect(demo_db) as conn:
+        month = inactive_save_months(conn)[0]
+        compress_inactive_saves(conn, month, SavePolicy(codec=Codec("zlib", 9)))
+        save_id = _packed_ids(conn)[0]
+        info = conn.execute("SELECT compression_info FROM game_saves WHERE id = %s", (save_id,)).fetchone()[0]
+        assert info["codec"] == "zlib" and info["level"] == 9
+        rehydrate_save(conn, save_id)
+        conn.rollback()
+        assert save_id in _packed_ids(conn)
+        rehydrate_save(conn, save_id)
+        conn.commit()
+        assert save_id not in _packed_ids(conn)
+        with pytest.raises(ValueError, match="not compressed"):
+            rehydrate_save(conn, save_id)
+        conn.rollback()
+
+
+def test_corrupt_pack_is_detected_and_rehydrate_changes_nothing(demo_db):
+    with db.connect(demo_db) as conn:
+        for month in inactive_save_months(conn):
+            compress_inactive_saves(conn, month)
+        victim, other = _packed_ids(conn)[:2]
+        state = bytes(conn.execute("SELECT compressed_state FROM game_saves WHERE id = %s", (other,)).fetchone()[0])
+        # A different save's valid pack under this save's checksum: decompresses fine, checksum differs.
+        conn.execute("UPDATE game_saves SET compressed_state = %s WHERE id = %s", (state, victim))
+        conn.commit()
+        problems = verify_packed_saves(conn, [victim, other])
+        assert set(problems) == {victim} and "checksum" in problems[victim]
+        with pytest.raises(SaveVerificationFailed):
+            rehydrate_save(conn, victim)
+        conn.rollback()
+        assert victim in _packed_ids(conn)
+        assert conn.execute("SELECT count(*) FROM celestial_bodies WHERE save_id = %s", (victim,)).fetchone()[0] == 0
+
+
+def test_a_save_changed_after_selection_is_not_compressed(new_database):
+    load_demo(new_database, seed=9)
+    with db.connect(new_database) as conn, psycopg.connect(new_database) as game:
+        month = inactive_save_months(conn)[0]
+        scope = MonthScope.of(month, timedelta(days=7))
+        selected = select_candidates(conn, scope, 4)
+        conn.commit()
+        assert len(selected) == 4
+        touched, held = selected[0][0], selected[1][0]
+        before = _save_rows(conn, [touched, held])
+
+        # The player came back (committed), and another game transaction is still writing.
+        with psycopg.connect(new_database, autocommit=True) as other:
+            other.execute("UPDATE game_saves SET updated_at = now() - interval '8 days' WHERE id = %s", (touched,))
+        game.execute("UPDATE game_saves SET play_time_s = play_time_s + 1 WHERE id = %s", (held,))
+
+        report = CompressReport(scope=scope, log=BatchLog(unit="saves"))
+        packed = compress_batch(conn, selected, Codec(), report)
+        game.rollback()
+
+        assert packed == [selected[2][0], selected[3][0]]
+        assert report.skipped_changed == 2
+        assert _save_rows(conn, [touched, held]) == before
+        assert set(_packed_ids(conn)) == set(packed)
+
+
+def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
+    load_demo(new_database, seed=13)
+    with db.connect(new_database) as conn:
+        months = inactive_save_months(conn)
+        month = max(((m, conn.execute("SELECT count(*) FROM game_saves WHERE NOT is_active AND "
+                                      "date_trunc('month', updated_at AT TIME ZONE 'UTC')::date = %s",
+                                      (m,)).fetchone()[0]) for m in months[:-1]), key=lambda x: x[1])[0]
+        conn.commit()
+        scope = MonthScope.of(month, timedelta(days=7))
+        due = [s[0] for s in select_candidates(conn, scope)]
+        conn.commit()
+        before = _save_rows(conn, due)
+        counts = {t: len(v) for t, v in before.items()}
+    slow = SavePolicy(throttle=Throttle(batch_size=1, pause_s=0.01))
+    worker = KillableWorker(new_database, lambda c: compress_inactive_saves(c, month, slow)).start()
+    worker.kill_when(new_database, "SELECT count(*) >= 3 FROM game_saves WHERE compressed_state IS NOT NULL")
+    assert isinstance(worker.error, psycopg.OperationalError)
+
+    with db.connect(new_database) as conn:
+        packed = _packed_ids(conn)
+        assert 3 <= len(packed) < len(due)
+        assert _saves_with_rows_and_state(conn) == 0
+        unpacked = [s for s in due if s not in packed]
+        assert _save_rows(conn, unpacked) == {t: [r for r in before[t] if int(r[1:].split(",")[1 if t == "celestial_bodies" else 0]) in unpacked] for t in SAVE_TABLES}
+        folded = sum(sum(i["row_counts"].values()) for (i,) in conn.execute(
+            "SELECT compression_info FROM game_saves WHERE compressed_state IS NOT NULL"))
+        conn.commit()
+        assert folded + sum(len(v) for v in _save_rows(conn, due).values()) == sum(counts.values())
+
+        rerun = compress_inactive_saves(conn, month)
+        assert rerun.log.moved == len(due) - len(packed) and rerun.saves_remaining == 0
+        for save_id in due:
+            rehydrate_save(conn, save_id)
+        conn.commit()
+        assert _save_rows(conn, due) == before
