@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import psycopg
+import pytest
 
 from cosmic_ops import settings
 
 
-def test_cli_bootstraps_an_embedded_server_when_no_url_is_set(tmp_path):
+@pytest.fixture()
+def state_dir():
+    # Not pytest's tmp_path: pytest keeps /tmp/pytest-of-<user> at mode 0700, which the
+    # unprivileged OS user the embedded server runs as (when we are root) cannot traverse.
+    path = Path(tempfile.mkdtemp(prefix="cosmic_ops_embedded_test_"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_cli_bootstraps_an_embedded_server_when_no_url_is_set(state_dir):
+    tmp_path = state_dir
     env = {k: v for k, v in os.environ.items() if k != settings.DATABASE_URL_ENV}
     env[settings.STATE_DIR_ENV] = str(tmp_path / "state")
     cli = [sys.executable, "-m", "cosmic_ops.cli"]
