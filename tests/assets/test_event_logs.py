@@ -1,0 +1,201 @@
+"""The event_logs Dagster layer on a real server: the monthly asset and its checks,
+dry run, the schedules' requests, the DEFAULT sensor and rehoming job."""
+
+import json
+from datetime import date, datetime, timezone
+
+import dagster as dg
+import pytest
+from psycopg import sql
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from cosmic_ops import db, schema
+from cosmic_ops.assets import event_logs
+from cosmic_ops.assets.common import MONTHLY
+from cosmic_ops.partitions import EVENT_LOGS_POLICY, list_partitions
+from cosmic_ops.resources import PostgresResource
+from tests.partitions.helpers import insert_events, row_fingerprint, rows_per_partition, tree_snapshot
+
+ASSET = event_logs.event_log_partitions
+CHECKS = event_logs.STATE_CHECKS
+
+
+@pytest.fixture()
+def database(new_database):
+    with db.connect(new_database) as conn:
+        schema.bootstrap(conn)
+    return new_database
+
+
+def resources(conninfo):
+    return {"postgres": PostgresResource(database_url=conninfo)}
+
+
+def materialize(conninfo, partition_key=None, run_config=None, tags=None, instance=None, checks=CHECKS):
+    return dg.materialize(
+        [ASSET, *checks], partition_key=partition_key, run_config=run_config, tags=tags,
+        resources=resources(conninfo), instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def config(**values):
+    return {"ops": {"event_log_partitions": {"config": values}}}
+
+
+def metadata(result):
+    (event,) = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def checks(result):
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def latest_keys(n=7):
+    return MONTHLY.get_partition_keys()[-n:]
+
+
+def test_latest_seven_partitions_give_the_seed_window_and_pass_every_check(database):
+    keys = latest_keys()
+    assert keys == [f"{m:%Y-%m-%d}" for m in EVENT_LOGS_POLICY.window()]
+    for key in keys:
+        result = materialize(database, key)
+        assert result.success
+        meta = metadata(result)
+        assert meta["created"] is True and meta["partition"] == "public.event_logs_" + key[:7].replace("-", "_")
+        assert meta["lower_bound"] == key + "T00:00:00+00:00"
+    # Every check passes once all seven exist (the premake one could not before).
+    evaluations = checks(result)
+    assert sorted(evaluations) == ["default_partition_empty", "month_query_pruned", "partitions_contiguous",
+                                   "partitions_have_policy_indexes_and_storage", "premake_months_exist"]
+    assert all(e.passed for e in evaluations.values()), [e.description for e in evaluations.values()]
+    with db.connect(database) as conn:
+        names = [p.name for p in list_partitions(conn, "event_logs") if not p.is_default]
+    assert names == ["event_logs_" + k[:7].replace("-", "_") for k in keys]
+
+
+def test_rematerializing_changes_nothing_and_reports_metadata(database):
+    key = latest_keys()[-1]
+    assert materialize(database, key).success
+    with db.connect(database) as conn:
+        before = tree_snapshot(conn)
+        insert_events(conn, key + " 12:00+00")
+    result = materialize(database, key, run_config=config(exact_rows=True))
+    meta = metadata(result)
+    assert result.success and meta["created"] is False and meta["actions_applied"] == 0
+    assert meta["rows_exact"] == 1 and meta["total_bytes"] > 0 and len(meta["indexes"]) == 3
+    assert meta["upper_bound"] and meta["lock_wait_s"] == 0
+    with db.connect(database) as conn:
+        assert tree_snapshot(conn) == before
+
+
+def test_dry_run_returns_the_plan_and_changes_nothing(database):
+    with db.connect(database) as conn:
+        before = tree_snapshot(conn)
+    result = materialize(database, latest_keys()[-1], run_config=config(dry_run=True), checks=[])
+    meta = metadata(result)
+    assert meta["dry_run"] is True and meta["planned_actions"] == 1
+    assert "ATTACH PARTITION" in meta["plan"] and "CREATE TABLE" in meta["plan"]
+    with db.connect(database) as conn:
+        assert tree_snapshot(conn) == before
+
+
+def test_checks_fail_on_a_broken_database_and_say_why(database):
+    key = latest_keys()[-4]  # the current month
+    for k in latest_keys():
+        materialize(database, k, checks=[])
+    with db.connect(database) as conn:
+        newest = EVENT_LOGS_POLICY.partition_name(date.fromisoformat(latest_keys()[-1]))
+        conn.execute(sql.SQL("ALTER TABLE event_logs DETACH PARTITION {}").format(sql.Identifier(newest)))
+        conn.execute("ALTER TABLE event_logs_default RESET (autovacuum_analyze_scale_factor)")
+        conn.commit()
+        insert_events(conn, "1999-12-31 23:00+00")
+    result = materialize(database, key)
+    evaluations = checks(result)
+    assert not evaluations["premake_months_exist"].passed
+    assert latest_keys()[-1][:7] in evaluations["premake_months_exist"].description
+    assert not evaluations["default_partition_empty"].passed
+    assert evaluations["default_partition_empty"].severity == dg.AssetCheckSeverity.WARN
+    assert "1999-12: 1" in evaluations["default_partition_empty"].description
+    assert "event_logs_default: autovacuum_analyze_scale_factor is unset" in \
+        evaluations["partitions_have_policy_indexes_and_storage"].description
+    assert evaluations["partitions_contiguous"].passed and evaluations["month_query_pruned"].passed
+
+
+def test_a_range_run_materializes_every_month_in_one_run(database):
+    keys = latest_keys()
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(database, tags={event_logs.RANGE_START_TAG: keys[0], event_logs.RANGE_END_TAG: keys[-1]},
+                         instance=instance)
+    assert result.success
+    assert instance.get_materialized_partitions(event_logs.ASSET_KEY) == set(keys)
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    with db.connect(database) as conn:
+        assert len([p for p in list_partitions(conn, "event_logs") if not p.is_default]) == 7
+
+
+def test_range_tags_are_dagsters_own():
+    assert (event_logs.RANGE_START_TAG, event_logs.RANGE_END_TAG) == (
+        ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
+
+
+def test_schedules_request_the_newest_month_and_the_whole_window(database):
+    defs = dg.Definitions.merge(event_logs.defs, dg.Definitions(resources=resources(database)))
+    monthly = defs.resolve_schedule_def("event_log_partitions_monthly_schedule")
+    assert monthly.cron_schedule == "0 0 1 * *" and monthly.execution_timezone == "UTC"
+    tick = datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+        (request,) = monthly.evaluate_tick(context).run_requests
+    assert request.partition_key == "2027-02-01"
+
+    daily = defs.resolve_schedule_def("event_log_partitions_daily_schedule")
+    assert daily.cron_schedule == "5 0 * * *" and daily.execution_timezone == "UTC"
+    tick = datetime(2026, 11, 21, 0, 5, tzinfo=timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+        (request,) = daily.evaluate_tick(context).run_requests
+    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-08-01"
+    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2027-02-01"
+
+
+def test_sensor_requests_rehoming_and_the_job_moves_rows(database):
+    defs = dg.Definitions.merge(event_logs.defs, dg.Definitions(resources=resources(database)))
+    sensor = defs.resolve_sensor_def("event_log_default_rows_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def tick(cursor=None):
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                           resources=resources(database))
+        return sensor.evaluate_tick(context)
+
+    empty = tick()
+    assert not empty.run_requests and "empty" in empty.skip_message
+    with db.connect(database) as conn:
+        insert_events(conn, "1999-01-15 00:00+00", "2031-07-01 00:00+00", "2031-07-02 00:00+00")
+        before = row_fingerprint(conn)
+    first = tick(empty.cursor)
+    (request,) = first.run_requests
+    assert request.run_key.startswith("rehome:1999-01=1,2031-07=2:")
+    assert json.loads(first.cursor)["fingerprint"] == "1999-01=1,2031-07=2"
+    again = tick(first.cursor)
+    assert not again.run_requests and "already requested" in again.skip_message
+
+    job = defs.resolve_job_def("event_log_default_rehoming_job")
+    run = job.execute_in_process(instance=instance, run_config=request.run_config or None,
+                                 resources=resources(database))
+    assert run.success
+    with db.connect(database) as conn:
+        assert rows_per_partition(conn) == {"event_logs_1999_01": 1, "event_logs_2031_07": 2}
+        assert row_fingerprint(conn) == before
+    assert not tick(again.cursor).run_requests
+    observation = [e for e in run.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    assert observation and observation[0].event_specific_data.asset_observation.metadata["rows_moved"].value == 3
+
+
+def test_held_maintenance_lock_fails_the_run(database):
+    with db.connect(database, application_name="another_run") as other:
+        with db.maintenance_lock(other, EVENT_LOGS_POLICY.lock_scope):
+            result = materialize(database, latest_keys()[-1], checks=[])
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert "did not do its work" in failure.step_failure_data.error.to_string()
