@@ -26,5 +26,10 @@ DOMAIN_MODULES = [
 
 defs = dg.Definitions.merge(
     *(module.defs for module in DOMAIN_MODULES),
-    dg.Definitions(resources={"postgres": postgres_from_env(), "backup_store": backup_store_from_env()}),
+    dg.Definitions(
+        resources={"postgres": postgres_from_env(), "backup_store": backup_store_from_env()},
+        # Maintenance steps are short DDL / VACUUM statements: run them in the run's own process
+        # (no per-step subprocess start-up) unless a job chooses otherwise.
+        executor=dg.in_process_executor,
+    ),
 )
