@@ -321,3 +321,10 @@ def test_code_location_has_the_monitoring_schedules_and_sensors():
     assert {"monitoring_snapshot_schedule", "parent_statistics_schedule"} <= {
         s.name for s in repository.schedule_defs}
     dg.Definitions.validate_loadable(defs)
+
+
+def test_every_job_runs_in_process_for_short_ddl_steps():
+    from cosmic_ops.definitions import defs
+
+    executors = {job.name: job.executor_def.name for job in defs.get_repository_def().get_all_jobs()}
+    assert executors and set(executors.values()) == {"in_process"}, executors
