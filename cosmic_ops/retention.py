@@ -2,10 +2,11 @@
 
 A month is retired only when a backup of it was restored and counted (the
 verification record in the backup store), the backup file is still intact, and
-its row count and checksum equal the partition's current ones. After the
-detach, with the detached table locked, rows are counted once more before the
-DROP (or the move to the archive schema): any difference re-attaches the table
-and refuses. Nothing here trusts that a Dagster check ran.
+its row count equals the partition's current one. After the detach, with the
+detached table locked, row count and row checksum are compared with the backup
+before the DROP (or the move to the archive schema) in the same transaction: any
+difference (rows added, removed or updated meanwhile) re-attaches the table and
+refuses. Nothing here trusts that a Dagster check ran.
 
 Detach: ``DETACH PARTITION ... CONCURRENTLY`` (on its own autocommit session)
 when PostgreSQL allows it, which it does not while the parent has a DEFAULT
@@ -27,7 +28,7 @@ import psycopg
 from psycopg import errors, sql
 
 from . import db
-from .backups.fingerprint import Fingerprint, fingerprint
+from .backups.fingerprint import Fingerprint, fingerprint, row_count
 from .backups.policy import RetentionPolicy
 from .backups.restore import attach_month
 from .backups.store import BackupStore, Generation
@@ -64,7 +65,7 @@ class RetirementPlan:
     table_name: Optional[str] = None
     detach_mode: Optional[str] = None
     backup: Optional[Generation] = None
-    current: Optional[Fingerprint] = None
+    current_rows: Optional[int] = None
     steps: list[Step] = field(default_factory=list)
 
     @property
@@ -81,8 +82,8 @@ class RetirementPlan:
         ]
         if self.table_name:
             lines.append(f"- table: `{self.table_schema}.{self.table_name}`")
-        if self.current:
-            lines.append(f"- rows now: {self.current.rows} (checksum {self.current.checksum})")
+        if self.current_rows is not None:
+            lines.append(f"- rows now: {self.current_rows}")
         if self.backup:
             m = self.backup.manifest
             lines.append(f"- proof: backup `{self.backup.name}` with {m.rows} rows (checksum {m.row_checksum}), "
@@ -218,13 +219,13 @@ def _fill_plan(conn: psycopg.Connection, store: BackupStore, plan: RetirementPla
         return _refuse(plan, why)
     plan.backup = backup
     m = backup.manifest
-    with conn.transaction():
-        plan.current = fingerprint(conn, plan.table_schema, plan.table_name, m.columns)
-    if not plan.current.matches(m.rows, m.row_checksum):
+    # A count here (cheap); the full checksum is compared after the detach, under lock.
+    plan.current_rows = row_count(conn, plan.table_schema, plan.table_name)
+    if plan.current_rows != m.rows:
         return _refuse(plan, (
-            f"stale backup: {plan.table_schema}.{plan.table_name} has {plan.current.rows} rows now (checksum "
-            f"{plan.current.checksum}) but the verified backup {backup.name} holds {m.rows} ({m.row_checksum}); "
-            "rows were added or changed after the dump: back the month up again"))
+            f"stale backup: {plan.table_schema}.{plan.table_name} has {plan.current_rows} rows now but the "
+            f"verified backup {backup.name} holds {m.rows}; rows were added or removed after the dump: "
+            "back the month up again"))
 
     table = sql.Identifier(plan.table_schema, plan.table_name)
     parent_id = qualified_name(conn, parent)
@@ -234,8 +235,8 @@ def _fill_plan(conn: psycopg.Connection, store: BackupStore, plan: RetirementPla
                              f"short lock_timeout with retries",
                DETACH_FINALIZE: "an interrupted concurrent detach left it pending"}[plan.detach_mode]
         plan.steps.append(Step("detach", _detach_sql(parent_id, table, plan.detach_mode).as_string(conn), why))
-    plan.steps.append(Step("recount", None, "lock the detached table and compare rows and checksum with the "
-                                            "backup again; re-attach and stop if they differ"))
+    plan.steps.append(Step("recount", None, "lock the detached table and compare row count and checksum with "
+                                            "the backup; re-attach and stop if they differ"))
     for statement in _finish_sql(table, policy):
         plan.steps.append(Step(policy.action, statement.as_string(conn), "in the recount's transaction"))
     return plan
@@ -336,8 +337,10 @@ def apply_retirement(
         attach_month(conn, parent, plan.table_schema, plan.table_name, month, policy=policy)
         store.clear_retirement(database, parent, month)
         raise RetentionRefused(
-            f"{plan.table_schema}.{plan.table_name} held {changed.counted.rows} rows after the detach but the "
-            f"backup {plan.backup.name} holds {m.rows}; it was re-attached unchanged: back the month up again"
+            f"{plan.table_schema}.{plan.table_name} held {changed.counted.rows} rows (checksum "
+            f"{changed.counted.checksum}) after the detach but the backup {plan.backup.name} holds {m.rows} "
+            f"({m.row_checksum}): rows changed since the dump. It was re-attached unchanged: back the month "
+            "up again"
         ) from None
     store.write_retirement(database, parent, month, {**record, "state": "done", "rows": m.rows,
                                                      "archived_as": archived_as})

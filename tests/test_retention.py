@@ -50,7 +50,7 @@ def _catalog(conninfo):
 @pytest.fixture(scope="module")
 def months(bootstrapped_database):
     with db.connect(bootstrapped_database) as conn:
-        for m in range(1, 9):
+        for m in range(1, 10):
             make_month(conn, date(2025, m, 1), 300 + m)
         make_month(conn, date(2026, 1, 1), 50)
     return bootstrapped_database
@@ -194,6 +194,23 @@ def test_rows_arriving_between_check_and_detach_reattach_and_refuse(months, tmp_
     assert attached is not None and attached.oid == plan.table_oid
     assert len(month_rows(db.connect(months), month)) == 307 + 2
     assert store.read_retirement(plan.backup.manifest.database, "event_logs", month) is None
+
+
+def test_rows_updated_before_detach_are_caught_by_the_checksum(months, tmp_path):
+    with db.connect(months) as conn:
+        store, client = store_and_client(tmp_path, conn)
+    month = date(2025, 9, 1)
+    _backed_up(months, store, client, month)
+    with db.connect(months) as conn:
+        conn.execute("UPDATE event_logs_2025_09 SET payload = '{\"edited\": true}' "
+                     "WHERE id = (SELECT min(id) FROM event_logs_2025_09)")
+        conn.commit()
+        plan = plan_retirement(conn, store, month=month, policy=POLICY, today=TODAY)
+        assert plan.status == "retire"  # same count: only the checksum can tell
+        with pytest.raises(RetentionRefused, match="re-attached unchanged"):
+            apply_retirement(conn, store, plan, conninfo=months)
+    assert _attached(months, month).oid == plan.table_oid
+    assert len(month_rows(db.connect(months), month)) == 309
 
 
 def test_run_killed_after_detach_finishes_next_time(months, tmp_path):

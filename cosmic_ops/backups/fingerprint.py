@@ -48,6 +48,10 @@ def table_columns(conn: psycopg.Connection, schema: str, table: str) -> tuple[st
     return tuple(r[0] for r in rows)
 
 
+def row_count(conn: psycopg.Connection, schema: str, table: str) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
+
+
 def fingerprint(conn: psycopg.Connection, schema: str, table: str, columns: Sequence[str]) -> Fingerprint:
     """Must run inside a transaction (the caller's): the settings are transaction-local."""
     for name, value in _TEXT_SETTINGS.items():
