@@ -40,13 +40,17 @@ def _match(pattern: str, value: object, what: str, example: str) -> re.Match:
     return found
 
 
+def _scaled(value: object, units: dict[str, float], what: str, example: str, listed: str) -> float:
+    found = _match(_NUMBER + r"\s*(?P<unit>[a-z]+)", value, what, example)
+    unit = found["unit"].lower()
+    if unit not in units:
+        raise UnitError(f"{what} {value!r}: unknown unit {found['unit']!r}; use one of {listed}")
+    return float(found["number"]) * units[unit]
+
+
 def parse_bytes(value: object) -> int:
     """``"2 GB"`` -> 2147483648. Units: B, kB, MB, GB, TB (x1024; KiB..TiB accepted)."""
-    found = _match(_NUMBER + r"\s*(?P<unit>[a-z]+)", value, "byte size", "2 GB")
-    unit = found["unit"].lower()
-    if unit not in _BYTE_UNITS:
-        raise UnitError(f"byte size {value!r}: unknown unit {found['unit']!r}; use one of B, kB, MB, GB, TB")
-    return int(float(found["number"]) * _BYTE_UNITS[unit])
+    return int(_scaled(value, _BYTE_UNITS, "byte size", "2 GB", "B, kB, MB, GB, TB"))
 
 
 def parse_rows(value: object) -> int:
@@ -66,11 +70,7 @@ def parse_ratio(value: object) -> float:
 
 def parse_duration(value: object) -> float:
     """``"5 min"`` -> 300.0 seconds. Units: ms, s, min, h, d."""
-    found = _match(_NUMBER + r"\s*(?P<unit>[a-z]+)", value, "duration", "5 min")
-    unit = found["unit"].lower()
-    if unit not in _DURATION_UNITS:
-        raise UnitError(f"duration {value!r}: unknown unit {found['unit']!r}; use one of ms, s, min, h, d")
-    return float(found["number"]) * _DURATION_UNITS[unit]
+    return _scaled(value, _DURATION_UNITS, "duration", "5 min", "ms, s, min, h, d")
 
 
 def format_bytes(size: int) -> str:
