@@ -157,3 +157,14 @@ def test_wrong_binary_path_and_unusable_store_change_nothing(seeded, tmp_path):
         with pytest.raises(BackupStoreError, match="cannot be created"):
             backup_month(conn, BackupStore(blocker), client, conninfo=seeded, month=JAN)
     assert blocker.read_text() == "a file where the store should be"
+
+
+def test_staging_left_by_a_killed_run_is_cleared_next_time(seeded, tmp_path):
+    with db.connect(seeded) as conn:
+        store, client = store_and_client(tmp_path, conn)
+        folder = store.month_dir(conn.info.dbname, "event_logs", FEB)
+        (folder / ".staging-killed").mkdir(parents=True)
+        (folder / ".staging-killed" / "half.dump").write_bytes(b"PGDMP partial")
+        result = backup_month(conn, store, client, conninfo=seeded, month=FEB)
+    assert result.stale_staging_removed == (".staging-killed",)
+    assert sorted(p.name for p in folder.iterdir()) == [result.generation.name]

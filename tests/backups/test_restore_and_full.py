@@ -67,6 +67,22 @@ def test_restore_needs_a_verified_backup(seeded, tmp_path):
         assert conn.execute("SELECT to_regclass('elsewhere')").fetchone()[0] is None
 
 
+def test_restore_killed_after_the_copy_only_attaches_next_time(seeded, tmp_path):
+    month = date(2025, 10, 1)
+    with db.connect(seeded) as conn:
+        store, client = store_and_client(tmp_path, conn)
+        generation = backup_month(conn, store, client, conninfo=seeded, month=month).generation
+    assert verify_month_backup(store, generation, conninfo=seeded, client=client).ok
+    original = month_rows(db.connect(seeded), month)
+    with db.connect(seeded) as conn:
+        # the state a killed restore leaves: the proven table exists, not attached
+        conn.execute("ALTER TABLE event_logs DETACH PARTITION event_logs_2025_10")
+        conn.commit()
+        result = restore_month(conn, store, client, month=month)
+    assert result.resumed and result.attached and result.rows == 90
+    assert month_rows(db.connect(seeded), month) == original
+
+
 def test_full_backup_in_parallel_verifies_per_table_counts(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
