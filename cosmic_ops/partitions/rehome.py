@@ -14,7 +14,6 @@ bound on each lock hold is the rows of one month, and ``max_months`` bounds a ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Optional
 
 import psycopg

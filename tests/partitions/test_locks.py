@@ -3,7 +3,11 @@ nothing half done; a held maintenance lock makes the run fail, never a silent no
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date
+
+import psycopg
 
 import pytest
 
@@ -51,3 +55,61 @@ def test_held_maintenance_lock_fails_the_run_and_names_the_holder(event_db, econ
             with pytest.raises(MaintenanceLockBusy):
                 rehome_default_rows(econn, EVENT_LOGS_POLICY)
     assert tree_snapshot(econn) == before
+
+
+def test_failure_after_the_rows_moved_rolls_everything_back_and_the_next_run_finishes(econn):
+    insert_events(econn, "2026-05-10 00:00+00", "2026-05-11 00:00+00", "1999-01-01 00:00+00")
+    before, rows = tree_snapshot(econn), row_fingerprint(econn)
+    # Fails the ATTACH, i.e. after CREATE TABLE and after the rows were moved into the new table.
+    econn.execute("CREATE FUNCTION fail_attach() RETURNS event_trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN RAISE EXCEPTION 'injected failure at ALTER TABLE'; END $$")
+    econn.execute("CREATE EVENT TRIGGER fail_attach ON ddl_command_end WHEN TAG IN ('ALTER TABLE') "
+                  "EXECUTE FUNCTION fail_attach()")
+    econn.commit()
+    with pytest.raises(Exception, match="injected failure"):
+        ensure_months(econn, EVENT_LOGS_POLICY, [date(2026, 5, 1)], retry=QUICK)
+    econn.rollback()
+    econn.execute("DROP EVENT TRIGGER fail_attach")
+    econn.commit()
+    assert row_fingerprint(econn) == rows
+    assert [r for r in tree_snapshot(econn) if r[0] != "fail_attach"] == before
+    assert econn.execute("SELECT count(*) FROM ONLY event_logs_default").fetchone()[0] == 3
+    econn.commit()
+    assert ensure_months(econn, EVENT_LOGS_POLICY, [date(2026, 5, 1)], retry=QUICK).rows_moved == 2
+    assert row_fingerprint(econn) == rows
+
+
+def test_killed_run_leaves_nothing_and_the_next_run_finishes(event_db, econn):
+    insert_events(econn, "2026-05-10 00:00+00")
+    before, rows = tree_snapshot(econn), row_fingerprint(econn)
+    errors: list[BaseException] = []
+
+    def victim():
+        with db.connect(event_db, application_name="victim_run") as conn:
+            try:
+                ensure_months(conn, EVENT_LOGS_POLICY, [date(2026, 5, 1)],
+                              retry=RetryPolicy(lock_timeout_ms=600_000, attempts=1))
+            except BaseException as exc:  # noqa: BLE001 - the thread reports what killed it
+                errors.append(exc)
+
+    with db.connect(event_db) as other, db.connect(event_db, autocommit=True) as watcher:
+        other.execute("LOCK TABLE event_logs_default IN ACCESS SHARE MODE")
+        thread = threading.Thread(target=victim)
+        thread.start()
+        waiting = None
+        for _ in range(2000):  # until the victim waits inside its create transaction
+            waiting = watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'victim_run' "
+                "AND wait_event_type = 'Lock'").fetchone()
+            if waiting:
+                break
+            time.sleep(0.01)
+        assert waiting, "the run never reached its lock wait"
+        watcher.execute("SELECT pg_terminate_backend(%s)", (waiting[0],))
+        thread.join()
+        other.rollback()
+    assert errors and isinstance(errors[0], psycopg.OperationalError)
+    assert tree_snapshot(econn) == before and row_fingerprint(econn) == rows
+    # The advisory lock died with the session: the next run does the work.
+    assert ensure_months(econn, EVENT_LOGS_POLICY, [date(2026, 5, 1)]).rows_moved == 1
+    assert row_fingerprint(econn) == rows
