@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .assets import archive as archive_assets
 from .assets import backups as backup_assets
 from .assets import event_logs as event_log_assets
 from .assets import monitoring as monitoring_assets
 from .assets import retention as retention_assets
+from .assets import saves as save_assets
 from .assets import schema as schema_assets
 from .resources.backup_store import backup_store_from_env
 from .resources.postgres import postgres_from_env
@@ -22,6 +24,8 @@ DOMAIN_MODULES = [
     monitoring_assets,
     backup_assets,
     retention_assets,
+    archive_assets,
+    save_assets,
 ]
 
 defs = dg.Definitions.merge(

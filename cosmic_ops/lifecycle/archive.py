@@ -22,12 +22,14 @@ LIVE_TABLE = "celestial_bodies"
 ARCHIVE_TABLE = "celestial_bodies_archive"
 LOCK_SCOPE = "celestial_bodies_archive"
 DEFAULT_OLDER_THAN = timedelta(days=30)
+# Default pacing, chosen with bench/bench_lifecycle.py: see its report.
+DEFAULT_THROTTLE = Throttle(batch_size=2_000, pause_s=0.02)
 
 
 @dataclass(frozen=True)
 class ArchivePolicy:
     older_than: timedelta = DEFAULT_OLDER_THAN
-    throttle: Throttle = Throttle()
+    throttle: Throttle = DEFAULT_THROTTLE
     tablespace: str | None = None
 
 

@@ -69,11 +69,15 @@ class Codec:
         raise ValueError(f"unknown codec {name!r} in compression_info")
 
 
+DEFAULT_CODEC = Codec("zstd", 9)
+DEFAULT_SAVES_PER_BATCH = 200
+
+
 @dataclass(frozen=True)
 class SavePolicy:
     inactive_for: timedelta = DEFAULT_INACTIVE_FOR
-    codec: Codec = Codec()
-    throttle: Throttle = Throttle(batch_size=200)
+    codec: Codec = DEFAULT_CODEC
+    throttle: Throttle = Throttle(batch_size=DEFAULT_SAVES_PER_BATCH)
 
 
 @dataclass
@@ -369,3 +373,27 @@ def verify_packed_saves(conn: psycopg.Connection, save_ids: Iterable[int]) -> di
         except (SaveVerificationFailed, ValueError, KeyError, zlib.error, zstandard.ZstdError) as exc:
             problems[save_id] = str(exc)
     return problems
+
+
+def saves_with_rows_and_state(conn: psycopg.Connection, lower: datetime, upper: datetime) -> list[int]:
+    """Saves updated in ``[lower, upper)`` that hold a compressed state AND still have rows: must be none."""
+    exists = sql.SQL(" OR ").join(
+        sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE t.save_id = g.id)").format(sql.Identifier(t)) for t in SAVE_TABLES)
+    rows = conn.execute(
+        sql.SQL("SELECT g.id FROM {} g WHERE g.compressed_state IS NOT NULL AND g.updated_at >= %s "
+                "AND g.updated_at < %s AND ({}) ORDER BY g.id").format(sql.Identifier(SAVES_TABLE), exists),
+        (lower, upper)).fetchall()
+    end_read(conn)
+    return [r[0] for r in rows]
+
+
+def sample_packed_saves(conn: psycopg.Connection, lower: datetime, upper: datetime, size: int) -> tuple[list[int], int]:
+    """A random sample of packed saves updated in ``[lower, upper)``, and how many there are in all."""
+    total = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE compressed_state IS NOT NULL AND updated_at >= %s "
+                "AND updated_at < %s").format(sql.Identifier(SAVES_TABLE)), (lower, upper)).fetchone()[0]
+    rows = conn.execute(
+        sql.SQL("SELECT id FROM {} WHERE compressed_state IS NOT NULL AND updated_at >= %s AND updated_at < %s "
+                "ORDER BY random() LIMIT %s").format(sql.Identifier(SAVES_TABLE)), (lower, upper, size)).fetchall()
+    end_read(conn)
+    return [r[0] for r in rows], total

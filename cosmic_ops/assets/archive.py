@@ -1,0 +1,132 @@
+"""``destroyed_bodies_archive``: monthly archive of destroyed bodies, its check, un-archive job, nightly schedule."""
+
+from datetime import date, datetime, timedelta
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from ..lifecycle import ArchivePolicy, Throttle, archive_destroyed_bodies, parse_age, plan_archive, unarchive_bodies
+from ..lifecycle.archive import DEFAULT_THROTTLE
+from ..resources import PostgresResource
+from .common import MAINTENANCE_POOL, MONTHLY
+
+ASSET_KEY = "destroyed_bodies_archive"
+CONSERVED_CHECK = "live_plus_archived_conserved"
+
+
+class ArchiveConfig(dg.Config):
+    older_than: str = Field(default="30 days", description="archive bodies destroyed longer ago than this (with unit)")
+    batch_size: int = Field(default=DEFAULT_THROTTLE.batch_size, description="rows per committed batch")
+    pause_s: float = Field(default=DEFAULT_THROTTLE.pause_s, description="pause between batches, seconds")
+    max_rows_per_s: Optional[float] = Field(default=DEFAULT_THROTTLE.max_rows_per_s,
+                                            description="cap on rows moved per second; unset: no cap")
+    tablespace: Optional[str] = Field(default=None, description="tablespace the archive must live on")
+    dry_run: bool = Field(default=False, description="report the plan, change nothing")
+
+    def policy(self) -> ArchivePolicy:
+        throttle = Throttle(batch_size=self.batch_size, pause_s=self.pause_s, max_rows_per_s=self.max_rows_per_s)
+        return ArchivePolicy(older_than=parse_age(self.older_than), throttle=throttle, tablespace=self.tablespace)
+
+
+def partition_month(context) -> date:
+    return context.partition_time_window.start.date()
+
+
+@dg.asset(
+    key=ASSET_KEY,
+    partitions_def=MONTHLY,
+    pool=MAINTENANCE_POOL,
+    group_name="lifecycle",
+    kinds={"postgres"},
+    check_specs=[dg.AssetCheckSpec(CONSERVED_CHECK, asset=ASSET_KEY,
+                                   description="live + archived rows of the month equal the count before the move")],
+    description="Destroyed celestial bodies of the month (by updated_at), older than the policy, moved to "
+                "celestial_bodies_archive in bounded committed batches.",
+)
+def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
+                             postgres: PostgresResource) -> dg.MaterializeResult:
+    month = partition_month(context)
+    policy = config.policy()
+    with postgres.connect(purpose="archive") as conn:
+        if config.dry_run:
+            plan = plan_archive(conn, month, policy)
+            return dg.MaterializeResult(
+                metadata={"dry_run": True, "rows_to_move": plan.candidates, "plan": dg.MetadataValue.md(plan.as_markdown())},
+                check_results=[dg.AssetCheckResult(check_name=CONSERVED_CHECK, passed=True,
+                                                   metadata={"dry_run": True})],
+            )
+        report = archive_destroyed_bodies(conn, month, policy, progress=context.log.info)
+    log = report.log
+    context.log.info("archived %d rows of %s in %d batches (%.0f rows/s); %d remain",
+                     log.moved, month, log.batches, log.per_s, report.rows_remaining)
+    return dg.MaterializeResult(
+        metadata={
+            "rows_moved": log.moved,
+            "batches": log.batches,
+            "rows_per_s": round(log.per_s, 1),
+            "longest_batch_s": round(log.longest_batch_s, 4),
+            "rows_remaining": report.rows_remaining,
+            "scope": report.scope.describe(),
+            "seconds": round(log.elapsed_s, 3),
+            "tablespace_moved": report.tablespace_moved,
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name=CONSERVED_CHECK,
+            passed=report.conserved,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"rows_before": report.scope_rows_before, "live_plus_archived_after": report.scope_rows_after},
+        )],
+    )
+
+
+archive_job = dg.define_asset_job("destroyed_bodies_archive_job", selection=[ASSET_KEY])
+
+
+def due_months(moment: datetime, age: timedelta) -> list[str]:
+    """Partition keys whose rows became due since yesterday's run (the cut-off may cross a month)."""
+    keys = []
+    for cutoff in (moment - age - timedelta(days=1), moment - age):
+        key = cutoff.strftime("%Y-%m-01")
+        if key not in keys and MONTHLY.has_partition_key(key):
+            keys.append(key)
+    return keys
+
+
+@dg.schedule(name="destroyed_bodies_archive_nightly", job=archive_job, cron_schedule="0 1 * * *",
+             execution_timezone="UTC",
+             description="Nightly at 01:00 UTC, after partition maintenance (00:05): the months newly due.")
+def destroyed_bodies_archive_nightly(context: dg.ScheduleEvaluationContext):
+    moment = context.scheduled_execution_time
+    for key in due_months(moment, parse_age(ArchiveConfig().older_than)):
+        yield dg.RunRequest(run_key=f"{key}@{moment:%Y-%m-%d}", partition_key=key)
+
+
+class UnarchiveConfig(dg.Config):
+    body_ids: list[int] = Field(default_factory=list, description="ids of archived bodies to restore")
+    save_id: Optional[int] = Field(default=None, description="restore every archived body of this save")
+    batch_size: int = DEFAULT_THROTTLE.batch_size
+
+
+@dg.op(pool=MAINTENANCE_POOL)
+def unarchive_bodies_op(context: dg.OpExecutionContext, config: UnarchiveConfig, postgres: PostgresResource) -> int:
+    with postgres.connect(purpose="unarchive") as conn:
+        report = unarchive_bodies(conn, body_ids=config.body_ids or None, save_id=config.save_id,
+                                  throttle=Throttle(batch_size=config.batch_size), progress=context.log.info)
+    context.add_output_metadata({"rows_restored": report.log.moved, "batches": report.log.batches,
+                                 "requested": report.requested})
+    if report.log.moved == 0:
+        raise dg.Failure(f"nothing restored for {report.requested}: no such rows in the archive")
+    return report.log.moved
+
+
+@dg.job(name="unarchive_destroyed_bodies", description="Move archived bodies (by ids or by save) back, as they were.")
+def unarchive_job():
+    unarchive_bodies_op()
+
+
+defs = dg.Definitions(
+    assets=[destroyed_bodies_archive],
+    jobs=[archive_job, unarchive_job],
+    schedules=[destroyed_bodies_archive_nightly],
+)

@@ -1,0 +1,140 @@
+"""``compressed_saves``: monthly packing of inactive saves, its checks, the rehydrate job, nightly schedule."""
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from ..lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, parse_age, rehydrate_save
+from ..lifecycle.saves import (
+    DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, sample_packed_saves, saves_with_rows_and_state, select_candidates,
+    verify_packed_saves,
+)
+from ..lifecycle.policy import MonthScope
+from ..resources import PostgresResource
+from ..timeutil import month_bounds_utc
+from .archive import due_months, partition_month
+from .common import MAINTENANCE_POOL, MONTHLY
+
+ASSET_KEY = "compressed_saves"
+CHECKSUM_SAMPLE = 50
+
+
+class CompressConfig(dg.Config):
+    inactive_for: str = Field(default="7 days", description="pack saves untouched for longer than this (with unit)")
+    codec: str = Field(default=DEFAULT_CODEC.name, description="zstd or zlib")
+    level: int = Field(default=DEFAULT_CODEC.level, description="compression level of the codec")
+    saves_per_batch: int = Field(default=DEFAULT_SAVES_PER_BATCH, description="saves packed per transaction")
+    pause_s: float = Field(default=0.0, description="pause between batches, seconds")
+    dry_run: bool = Field(default=False, description="report the saves that would be packed, change nothing")
+
+    def policy(self) -> SavePolicy:
+        return SavePolicy(inactive_for=parse_age(self.inactive_for), codec=Codec(self.codec, self.level),
+                          throttle=Throttle(batch_size=self.saves_per_batch, pause_s=self.pause_s))
+
+
+@dg.asset(
+    key=ASSET_KEY,
+    partitions_def=MONTHLY,
+    pool=MAINTENANCE_POOL,
+    group_name="lifecycle",
+    kinds={"postgres"},
+    description="Inactive saves of the month (by game_saves.updated_at) packed into compressed_state, verified "
+                "by decompression before their rows are deleted, one transaction per batch.",
+)
+def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
+                     postgres: PostgresResource) -> dg.MaterializeResult:
+    month = partition_month(context)
+    policy = config.policy()
+    with postgres.connect(purpose="compress-saves") as conn:
+        if config.dry_run:
+            scope = MonthScope.of(month, policy.inactive_for)
+            due = select_candidates(conn, scope)
+            plan = (f"**pack saves** updated in {scope.describe()}: {len(due)} saves, "
+                    f"{policy.throttle.batch_size} per transaction, codec {policy.codec.name} level {policy.codec.level}")
+            return dg.MaterializeResult(metadata={"dry_run": True, "saves_to_pack": len(due),
+                                                  "plan": dg.MetadataValue.md(plan)})
+        report = compress_inactive_saves(conn, month, policy, progress=context.log.info)
+    log = report.log
+    context.log.info("packed %d saves of %s (%d rows, %.2fx)", log.moved, month, report.rows_folded, report.ratio)
+    return dg.MaterializeResult(metadata={
+        "saves": log.moved,
+        "rows_folded": report.rows_folded,
+        "bytes_before": report.bytes_before,
+        "bytes_after": report.bytes_after,
+        "ratio": round(report.ratio, 3),
+        "saves_per_s": round(log.per_s, 1),
+        "batches": log.batches,
+        "longest_batch_s": round(log.longest_batch_s, 4),
+        "skipped_changed": report.skipped_changed,
+        "saves_remaining": report.saves_remaining,
+        "codec": f"{policy.codec.name}-{policy.codec.level}",
+        "scope": report.scope.describe(),
+    })
+
+
+@dg.asset_check(asset=ASSET_KEY, partitions_def=MONTHLY, name="no_save_has_rows_and_compressed_state",
+                description="No save of the month holds both live rows and a compressed state.")
+def no_save_has_rows_and_compressed_state(context: dg.AssetCheckExecutionContext,
+                                          postgres: PostgresResource) -> dg.AssetCheckResult:
+    lower, upper = month_bounds_utc(partition_month(context))
+    with postgres.connect(purpose="check-saves") as conn:
+        both = saves_with_rows_and_state(conn, lower, upper)
+    return dg.AssetCheckResult(passed=not both, metadata={"saves_with_both": len(both),
+                                                          "examples": dg.MetadataValue.json(both[:20])})
+
+
+@dg.asset_check(asset=ASSET_KEY, partitions_def=MONTHLY, name="compressed_saves_checksums_match",
+                description=f"A sample (up to {CHECKSUM_SAMPLE}) of the month's packed saves decompress to "
+                            "their stored checksum and row counts.")
+def compressed_saves_checksums_match(context: dg.AssetCheckExecutionContext,
+                                     postgres: PostgresResource) -> dg.AssetCheckResult:
+    lower, upper = month_bounds_utc(partition_month(context))
+    with postgres.connect(purpose="check-saves") as conn:
+        sample, total = sample_packed_saves(conn, lower, upper, CHECKSUM_SAMPLE)
+        problems = verify_packed_saves(conn, sample)
+    return dg.AssetCheckResult(passed=not problems, metadata={
+        "sample_size": len(sample), "packed_saves": total, "failed": len(problems),
+        "problems": dg.MetadataValue.json({str(k): v for k, v in list(problems.items())[:20]})})
+
+
+compress_job = dg.define_asset_job("compressed_saves_job", selection=[ASSET_KEY])
+
+
+@dg.schedule(name="compressed_saves_nightly", job=compress_job, cron_schedule="30 1 * * *",
+             execution_timezone="UTC",
+             description="Nightly at 01:30 UTC, after partition maintenance (00:05) and the archive (01:00).")
+def compressed_saves_nightly(context: dg.ScheduleEvaluationContext):
+    moment = context.scheduled_execution_time
+    for key in due_months(moment, parse_age(CompressConfig().inactive_for)):
+        yield dg.RunRequest(run_key=f"{key}@{moment:%Y-%m-%d}", partition_key=key)
+
+
+class RehydrateConfig(dg.Config):
+    save_ids: list[int] = Field(description="saves to unpack (their players came back)")
+
+
+@dg.op
+def rehydrate_saves_op(context: dg.OpExecutionContext, config: RehydrateConfig, postgres: PostgresResource) -> int:
+    restored_rows = 0
+    with postgres.connect(purpose="rehydrate") as conn:
+        for save_id in config.save_ids:
+            restored = rehydrate_save(conn, save_id)
+            conn.commit()
+            restored_rows += sum(restored.values())
+            context.log.info("save %d rehydrated: %s", save_id, restored)
+    context.add_output_metadata({"saves": len(config.save_ids), "rows_restored": restored_rows})
+    return restored_rows
+
+
+@dg.job(name="rehydrate_saves", description="Restore packed saves row for row and clear their compressed state.")
+def rehydrate_job():
+    rehydrate_saves_op()
+
+
+defs = dg.Definitions(
+    assets=[compressed_saves],
+    asset_checks=[no_save_has_rows_and_compressed_state, compressed_saves_checksums_match],
+    jobs=[compress_job, rehydrate_job],
+    schedules=[compressed_saves_nightly],
+)

@@ -1,0 +1,117 @@
+"""The Dagster layer of compressed saves, on a real server."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from cosmic_ops import db
+from cosmic_ops.assets.saves import (
+    compressed_saves, compressed_saves_checksums_match, no_save_has_rows_and_compressed_state,
+)
+from cosmic_ops.definitions import defs
+from cosmic_ops.resources import PostgresResource
+
+from ..lifecycle.helpers import SAVE_TABLES, inactive_save_months, load_demo, rows_as_text
+
+ASSETS = [compressed_saves, no_save_has_rows_and_compressed_state, compressed_saves_checksums_match]
+
+
+@pytest.fixture(scope="module")
+def demo_db(bootstrapped_database):
+    load_demo(bootstrapped_database, seed=17)
+    return bootstrapped_database
+
+
+@pytest.fixture()
+def resources(demo_db):
+    return {"postgres": PostgresResource(database_url=demo_db)}
+
+
+def _materialize(key, resources, **config):
+    return dg.materialize(
+        ASSETS, partition_key=key, resources=resources, instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"compressed_saves": {"config": config}}} if config else None,
+    )
+
+
+def _month(demo_db) -> tuple[str, list[int]]:
+    with db.connect(demo_db) as conn:
+        month = inactive_save_months(conn)[-3]
+        key = month.strftime("%Y-%m-01")
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM game_saves WHERE NOT is_active AND updated_at >= %s::timestamptz "
+            "AND updated_at < %s::timestamptz + interval '1 month' AND updated_at < now() - interval '7 days' "
+            "ORDER BY id", (key, key))]
+    return key, ids
+
+
+def _rows(conninfo, ids):
+    with db.connect(conninfo) as conn:
+        return {t: rows_as_text(conn, t, "save_id = ANY(%s)", (ids,)) for t in SAVE_TABLES}
+
+
+def test_dry_run_changes_nothing(demo_db, resources):
+    key, ids = _month(demo_db)
+    before = _rows(demo_db, ids)
+    result = _materialize(key, resources, dry_run=True)
+    meta = result.asset_materializations_for_node("compressed_saves")[0].metadata
+    assert meta["dry_run"].value is True and meta["saves_to_pack"].value == len(ids) > 0
+    assert _rows(demo_db, ids) == before
+
+
+def test_materialize_packs_the_month_checks_pass_and_rehydrate_job_restores(demo_db, resources):
+    key, ids = _month(demo_db)
+    before = _rows(demo_db, ids)
+    result = _materialize(key, resources, saves_per_batch=3, codec="zlib", level=6)
+    assert result.success
+    meta = result.asset_materializations_for_node("compressed_saves")[0].metadata
+    assert meta["saves"].value == len(ids)
+    assert meta["rows_folded"].value == sum(len(v) for v in before.values())
+    assert meta["bytes_after"].value < meta["bytes_before"].value and meta["ratio"].value > 1
+    assert meta["saves_remaining"].value == 0 and meta["codec"].value == "zlib-6"
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["no_save_has_rows_and_compressed_state"].passed
+    checksum = checks["compressed_saves_checksums_match"]
+    assert checksum.passed and checksum.metadata["sample_size"].value == min(len(ids), 50)
+    assert _rows(demo_db, ids) == {t: [] for t in SAVE_TABLES}
+
+    again = _materialize(key, resources)
+    assert again.success
+    assert again.asset_materializations_for_node("compressed_saves")[0].metadata["saves"].value == 0
+
+    job = defs.resolve_job_def("rehydrate_saves")
+    restored = job.execute_in_process(
+        run_config={"ops": {"rehydrate_saves_op": {"config": {"save_ids": ids}}}},
+        resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert restored.success and restored.output_for_node("rehydrate_saves_op") == sum(len(v) for v in before.values())
+    assert _rows(demo_db, ids) == before
+
+
+def test_checks_fail_on_a_broken_database(demo_db, resources):
+    key, ids = _month(demo_db)
+    assert _materialize(key, resources).success
+    with db.connect(demo_db) as conn:
+        conn.execute("UPDATE game_saves SET compressed_state = overlay(compressed_state PLACING '\\xdeadbeef'::bytea "
+                     "FROM length(compressed_state) / 2 FOR 4) WHERE id = %s",
+                     (ids[0],))
+        conn.execute("INSERT INTO save_research (save_id, tech_id) VALUES (%s, 'tech_stray')", (ids[1],))
+        conn.commit()
+    result = _materialize(key, resources)  # packs nothing more; the checks look at the database
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["no_save_has_rows_and_compressed_state"].passed
+    assert checks["no_save_has_rows_and_compressed_state"].metadata["saves_with_both"].value == 1
+    assert not checks["compressed_saves_checksums_match"].passed
+
+
+def test_nightly_schedule_requests_the_newly_due_month():
+    schedule = defs.resolve_schedule_def("compressed_saves_nightly")
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 21, 1, 30, tzinfo=timezone.utc),
+                                       repository_def=defs.get_repository_def())
+    requests = schedule.evaluate_tick(context).run_requests
+    assert [r.partition_key for r in requests] == ["2026-11-01"]
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 8, 1, 30, tzinfo=timezone.utc),
+                                       repository_def=defs.get_repository_def())
+    assert [r.partition_key for r in schedule.evaluate_tick(context).run_requests] == ["2026-10-01", "2026-11-01"]
