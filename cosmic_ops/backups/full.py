@@ -15,7 +15,7 @@ from psycopg import sql
 from .. import db
 from .scratch import restore_toc, scratch_database
 from .store import BackupStore, Generation, Manifest, Verification, sha256_of, size_of, utc_now
-from .tools import PgClient, PgToolFailed, run_tool, toc_entries
+from .tools import PgClient, PgToolFailed, RunningTool, toc_entries
 
 DUMP_DIR = "dump"
 _LEAF_TABLES_SQL = """
@@ -67,11 +67,17 @@ def full_backup(
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-                tables = count_tables(conn)
-                server_version = conn.execute("SHOW server_version").fetchone()[0]
-                run_tool(client, "pg_dump", ["--format=directory", f"--jobs={jobs}", "--no-password",
-                                             f"--snapshot={snapshot}", f"--file={target}"],
-                         conninfo=conninfo, what=f"full backup of {database}")
+                # pg_dump and our counts read the same snapshot at the same time
+                dump = RunningTool(client, "pg_dump", ["--format=directory", f"--jobs={jobs}", "--no-password",
+                                                       f"--snapshot={snapshot}", f"--file={target}"],
+                                   conninfo=conninfo, what=f"full backup of {database}")
+                try:
+                    tables = count_tables(conn)
+                    server_version = conn.execute("SHOW server_version").fetchone()[0]
+                except BaseException:
+                    dump.kill()
+                    raise
+                dump.wait()
             manifest = Manifest(
                 kind="full", database=database, generation=generation, file=DUMP_DIR,
                 bytes=size_of(target), sha256=sha256_of(target), created_at=utc_now().isoformat(),

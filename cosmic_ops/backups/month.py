@@ -18,7 +18,7 @@ from ..partitions.catalog import partition_for_month
 from ..timeutil import month_start
 from .fingerprint import fingerprint, table_columns
 from .store import BackupStore, Generation, Manifest, sha256_of, size_of, utc_now
-from .tools import PgClient, run_tool
+from .tools import PgClient, RunningTool
 
 
 class NoPartitionToBackUp(LookupError):
@@ -92,20 +92,26 @@ def backup_month(
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-                columns = table_columns(conn, partition.schema, partition.name)
-                counted = fingerprint(conn, partition.schema, partition.name, columns)
-                reloptions = conn.execute(
-                    "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = %s", (partition.oid,)
-                ).fetchone()[0]
-                server_version = conn.execute("SHOW server_version").fetchone()[0]
                 tables = [pattern(partition.schema, partition.name)]
                 tables += [pattern(s, n) for s, n in _default_sequences(conn, partition.oid)]
                 args = ["--format=custom", "--no-password", "--strict-names", f"--snapshot={snapshot}",
                         f"--file={target}"]
                 for table in tables:
                     args += ["--table", table]
-                run_tool(client, "pg_dump", args, conninfo=conninfo,
-                         what=f"backup of {parent} {month:%Y-%m}")
+                # pg_dump and our count read the same snapshot at the same time
+                dump = RunningTool(client, "pg_dump", args, conninfo=conninfo,
+                                   what=f"backup of {parent} {month:%Y-%m}")
+                try:
+                    columns = table_columns(conn, partition.schema, partition.name)
+                    counted = fingerprint(conn, partition.schema, partition.name, columns)
+                    reloptions = conn.execute(
+                        "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = %s", (partition.oid,)
+                    ).fetchone()[0]
+                    server_version = conn.execute("SHOW server_version").fetchone()[0]
+                except BaseException:
+                    dump.kill()
+                    raise
+                dump.wait()
             seconds = time.monotonic() - started
             manifest = Manifest(
                 kind="month", database=database, generation=generation, file=file_name,

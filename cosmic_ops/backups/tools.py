@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -132,6 +133,30 @@ def _scrub(text: str, conninfo: str, password: Optional[str]) -> str:
     return text.replace(conninfo, redact(conninfo))
 
 
+def _command(client: PgClient, program: str, args: Sequence[str], conninfo: Optional[str]
+             ) -> tuple[list[str], dict[str, str], Optional[str]]:
+    """argv with ``--dbname`` = conninfo minus its password; the password in the env."""
+    if program not in PROGRAMS:
+        raise ValueError(f"unknown client program {program!r}")
+    env = dict(os.environ)
+    env.pop("PGPASSWORD", None)
+    password = None
+    argv = [str(client.bin_dir / program)]
+    if conninfo is not None:
+        safe_conninfo, password = _split_password(conninfo)
+        argv.append(f"--dbname={safe_conninfo}")
+        if password:
+            env["PGPASSWORD"] = password
+    argv.extend(str(a) for a in args)
+    return argv, env, password
+
+
+def _failure(what: str, program: str, code: int, output: str, conninfo: Optional[str],
+             password: Optional[str]) -> PgToolFailed:
+    detail = _scrub(output.strip(), conninfo or "", password)
+    return PgToolFailed(f"{what}: {program} exited with {code}: {detail[-2000:]}")
+
+
 def run_tool(
     client: PgClient,
     program: str,
@@ -146,18 +171,7 @@ def run_tool(
     With ``stdout=subprocess.PIPE`` the process is returned running (for streaming);
     otherwise it is waited for and a non-zero exit raises ``PgToolFailed``.
     """
-    if program not in PROGRAMS:
-        raise ValueError(f"unknown client program {program!r}")
-    env = dict(os.environ)
-    env.pop("PGPASSWORD", None)
-    password = None
-    argv = [str(client.bin_dir / program)]
-    if conninfo is not None:
-        safe_conninfo, password = _split_password(conninfo)
-        argv.append(f"--dbname={safe_conninfo}")
-        if password:
-            env["PGPASSWORD"] = password
-    argv.extend(str(a) for a in args)
+    argv, env, password = _command(client, program, args, conninfo)
     if stdout is subprocess.PIPE:
         return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -165,9 +179,40 @@ def run_tool(
     except OSError as exc:
         raise PgToolFailed(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
     if done.returncode != 0:
-        detail = _scrub((done.stderr or done.stdout or "").strip(), conninfo or "", password)
-        raise PgToolFailed(f"{what}: {program} exited with {done.returncode}: {detail[-2000:]}")
+        raise _failure(what, program, done.returncode, done.stderr or done.stdout or "", conninfo, password)
     return done
+
+
+class RunningTool:
+    """A client program started in the background (its stderr kept in a temp file so a
+    chatty program never blocks on a full pipe); ``wait`` raises on a non-zero exit."""
+
+    def __init__(self, client: PgClient, program: str, args: Sequence[str], *, conninfo: Optional[str],
+                 what: str):
+        argv, env, self._password = _command(client, program, args, conninfo)
+        self._program, self._what, self._conninfo = program, what, conninfo
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        except OSError as exc:
+            self._stderr.close()
+            raise PgToolFailed(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
+
+    def wait(self) -> None:
+        try:
+            code = self._process.wait()
+            if code != 0:
+                self._stderr.seek(0)
+                output = self._stderr.read().decode(errors="replace")
+                raise _failure(self._what, self._program, code, output, self._conninfo, self._password)
+        finally:
+            self._stderr.close()
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._stderr.close()
 
 
 def toc_entries(client: PgClient, archive: Path) -> list[str]:
