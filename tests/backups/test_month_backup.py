@@ -168,3 +168,32 @@ def test_staging_left_by_a_killed_run_is_cleared_next_time(seeded, tmp_path):
         result = backup_month(conn, store, client, conninfo=seeded, month=FEB)
     assert result.stale_staging_removed == (".staging-killed",)
     assert sorted(p.name for p in folder.iterdir()) == [result.generation.name]
+
+
+def test_role_without_createdb_verifies_in_a_scratch_schema(seeded, tmp_path):
+    """The fallback chosen by the verifier itself, for a real role that may not CREATE DATABASE."""
+    import uuid
+
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    role = f"cosmic_test_nocreatedb_{uuid.uuid4().hex[:6]}"
+    dbname = conninfo_to_dict(seeded)["dbname"]
+    with db.connect(seeded, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB NOSUPERUSER").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
+        admin.execute(sql.SQL("GRANT SELECT ON event_logs TO {}").format(sql.Identifier(role)))
+    try:
+        with db.connect(seeded) as conn:
+            store, client = store_and_client(tmp_path, conn)
+            generation = backup_month(conn, store, client, conninfo=seeded, month=FEB).generation
+        as_role = make_conninfo(seeded, user=role)
+        verification = verify_month_backup(store, generation, conninfo=as_role, client=client)
+        assert verification.ok, verification.error
+        assert verification.method == "scratch schema" and "cannot CREATE DATABASE" in verification.note
+        assert verification.rows == 40
+        assert not scratch_exists(seeded, verification.scratch)
+    finally:
+        with db.connect(seeded, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
