@@ -8,8 +8,9 @@ On one scratch database with identical months of event_logs:
   against the backup itself;
 - full backup: ``full_backup`` with ``-j 2`` (per-table counts, sha256, manifest) vs
   a plain ``pg_dump -Fd -j 2``; plus its verification;
-- retirement of a month (re-hash of the backup, count before, detach, recount
-  under lock, DROP) vs ``DELETE`` of an identical month's rows.
+- retirement of a month (re-hash of the backup, count before, detach, count and
+  checksum under lock, DROP) vs ``DELETE`` of an identical month's rows, alone and
+  followed by the ``VACUUM`` it needs before the space is reusable.
 Reported as median seconds over the repetitions (the destructive pair runs once);
 ratio = ours / baseline.
 
@@ -161,9 +162,15 @@ def main() -> int:
                                 (lower, upper)).rowcount
             c.commit()
             delete_s = time.perf_counter() - started
+        with db.connect(conninfo, autocommit=True) as c:
+            started = time.perf_counter()
+            c.execute("VACUUM event_logs_2025_02")
+            vacuum_s = time.perf_counter() - started
         assert retired.rows_retired == deleted == rows
         results.append(("retire month vs DELETE, s", retire_s, delete_s,
-                        f"{rows} rows, detach {retired.detach_mode}; DELETE leaves dead tuples for VACUUM"))
+                        f"{rows} rows, detach {retired.detach_mode} (incl. checksum recount)"))
+        results.append(("retire month vs DELETE + VACUUM, s", retire_s, delete_s + vacuum_s,
+                        "space back only after VACUUM; DROP returns it at once"))
 
         print(f"\nbench_backups: {rows} rows per month, repeat {repeat}, client {client.describe()}\n")
         print(f"| {'measure':<48} | {'ours':>9} | {'baseline':>9} | {'ratio':>6} | note")
