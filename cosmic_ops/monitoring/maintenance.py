@@ -180,6 +180,9 @@ def apply(
             attempts = _execute_with_retry(conn, action.statement, what=text, policy=policy)
             seconds = time.perf_counter() - started
             live_after, dead_after = _tuples(conn, action.oid)
-            log(f"{text}: dead tuples {dead_before} -> {dead_after} in {seconds:.2f}s")
+            if action.kind == "analyze":  # a partitioned parent holds no tuples of its own
+                log(f"{text} in {seconds:.2f}s")
+            else:
+                log(f"{text}: dead tuples {dead_before} -> {dead_after} in {seconds:.2f}s")
             results.append(ActionResult(action, text, seconds, attempts, dead_before, dead_after, live_after))
     return results
