@@ -162,6 +162,7 @@ def test_sensor_requests_rehoming_and_the_job_moves_rows(database):
     defs = dg.Definitions.merge(event_logs.defs, dg.Definitions(resources=resources(database)))
     sensor = defs.resolve_sensor_def("event_log_default_rows_sensor")
     instance = dg.DagsterInstance.ephemeral()
+    current = latest_keys()[-4]
 
     def tick(cursor=None):
         context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
@@ -171,12 +172,14 @@ def test_sensor_requests_rehoming_and_the_job_moves_rows(database):
     empty = tick()
     assert not empty.run_requests and "empty" in empty.skip_message
     with db.connect(database) as conn:
-        insert_events(conn, "1999-01-15 00:00+00", "2031-07-01 00:00+00", "2031-07-02 00:00+00")
+        insert_events(conn, "1999-01-15 00:00+00", "2031-07-01 00:00+00", "2031-07-02 00:00+00",
+                      current + " 06:00+00")
         before = row_fingerprint(conn)
     first = tick(empty.cursor)
     (request,) = first.run_requests
-    assert request.run_key.startswith("rehome:1999-01=1,2031-07=2:")
-    assert json.loads(first.cursor)["fingerprint"] == "1999-01=1,2031-07=2"
+    fingerprint = f"1999-01=1,{current[:7]}=1,2031-07=2"
+    assert request.run_key.startswith(f"rehome:{fingerprint}:")
+    assert json.loads(first.cursor)["fingerprint"] == fingerprint
     again = tick(first.cursor)
     assert not again.run_requests and "already requested" in again.skip_message
 
@@ -185,11 +188,14 @@ def test_sensor_requests_rehoming_and_the_job_moves_rows(database):
                                  resources=resources(database))
     assert run.success
     with db.connect(database) as conn:
-        assert rows_per_partition(conn) == {"event_logs_1999_01": 1, "event_logs_2031_07": 2}
+        assert rows_per_partition(conn) == {"event_logs_1999_01": 1, "event_logs_2031_07": 2,
+                                            EVENT_LOGS_POLICY.partition_name(date.fromisoformat(current)): 1}
         assert row_fingerprint(conn) == before
+    # The month that is a Dagster key has its history; 1999 and 2031 are outside the partitions.
+    assert instance.get_materialized_partitions(event_logs.ASSET_KEY) == {current}
     assert not tick(again.cursor).run_requests
     observation = [e for e in run.all_events if e.event_type_value == "ASSET_OBSERVATION"]
-    assert observation and observation[0].event_specific_data.asset_observation.metadata["rows_moved"].value == 3
+    assert observation and observation[0].event_specific_data.asset_observation.metadata["rows_moved"].value == 4
 
 
 def test_held_maintenance_lock_fails_the_run(database):
