@@ -138,9 +138,10 @@ def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.C
         while pending:
             with own_transaction(conn):
                 moved = conn.execute(pending[0][1], params).rowcount
+            if moved < params["limit"]:
+                pending.pop(0)  # a short batch found the last rows of this leaf
             if moved:
                 return moved
-            pending.pop(0)
         return None
 
     return one_batch

@@ -67,8 +67,12 @@ class Throttle:
             raise ValueError("max_rows_per_s must be positive when set")
 
     def delay_after(self, rows: int, batch_seconds: float) -> float:
-        """Seconds to wait after a batch of ``rows`` that took ``batch_seconds``."""
-        wait = self.pause_s
+        """Seconds to wait after a batch of ``rows`` that took ``batch_seconds``.
+
+        A short batch (fewer rows than ``batch_size``) ends its table or month: no pause,
+        only the rows/s cap applies.
+        """
+        wait = self.pause_s if rows >= self.batch_size else 0.0
         if self.max_rows_per_s:
             wait = max(wait, rows / self.max_rows_per_s - batch_seconds)
         return max(0.0, wait)

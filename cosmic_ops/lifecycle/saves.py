@@ -17,7 +17,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import psycopg
@@ -30,7 +30,7 @@ from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, end_read, 
 
 SAVES_TABLE = "game_saves"
 SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")
-DOCUMENT_FORMAT = "cosmic_ops.save/1"
+DOCUMENT_FORMAT = "cosmic_ops.save/2"
 LOCK_SCOPE = "game_saves_compression"
 DEFAULT_INACTIVE_FOR = timedelta(days=7)
 CODECS = ("zstd", "zlib")
@@ -69,7 +69,7 @@ class Codec:
         raise ValueError(f"unknown codec {name!r} in compression_info")
 
 
-DEFAULT_CODEC = Codec("zstd", 9)
+DEFAULT_CODEC = Codec("zstd", 6)
 DEFAULT_SAVES_PER_BATCH = 200
 
 
@@ -101,6 +101,7 @@ class PackedSave:
     save_id: int
     compressed: bytes
     info: dict
+    versions: dict[str, str]
 
 
 def _set_text_settings(conn: psycopg.Connection) -> None:
@@ -141,47 +142,80 @@ def _lock_unchanged(conn: psycopg.Connection, selected: Sequence[tuple[int, date
     return [r[0] for r in rows]
 
 
-def _key_columns(conn: psycopg.Connection, table: str) -> list[str]:
-    rows = conn.execute(
-        """
-        SELECT a.attname FROM pg_index x
-        JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, pos) ON true
-        JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
-        WHERE x.indrelid = to_regclass(%s) AND x.indisprimary ORDER BY k.pos
-        """, (table,)).fetchall()
-    return [r[0] for r in rows]
-
-
 @dataclass
 class TableRows:
-    """One save's rows of one table, column by column, each value in its text form (None = NULL)."""
+    """One save's rows of one table, column by column, each value in its text form (None = NULL).
 
-    values: list[list[str | None]]
+    ``versions`` fingerprints the exact tuple versions read (table, ctid, xmin), so the
+    delete can prove it removed those and no others.
+    """
+
+    values: list[list]
     tuple_bytes: int = 0
+    versions: str = ""
 
     @property
     def count(self) -> int:
         return len(self.values[0]) if self.values else 0
 
 
+_VERSION_FINGERPRINT = sql.SQL(
+    "md5(string_agg({t}::text || ':' || {c}::text || ':' || {x}::text, ',' ORDER BY {t}, {c}))")
+
+
 def _read_rows(conn: psycopg.Connection, table: str, columns: list[str], save_ids: list[int]) -> dict[int, TableRows]:
-    """Per save: its rows of ``table`` (locked FOR UPDATE) as column arrays, and their tuple bytes.
+    """Per save: its rows of ``table`` as column arrays of text, their tuple bytes and version fingerprint.
 
     Columns compress far better than rows: neighbouring values look alike.
     """
-    order = sql.SQL(", ").join(sql.Identifier("r", c) for c in _key_columns(conn, table))
     arrays = sql.SQL(", ").join(
         sql.SQL("array_agg({}::text)").format(sql.Identifier("r", c)) for c in columns)
+    fingerprint = _VERSION_FINGERPRINT.format(t=sql.Identifier("r", "_tableoid"), c=sql.Identifier("r", "_ctid"),
+                                              x=sql.Identifier("r", "_xmin"))
     # Every aggregate of a group reads the rows in the same order, so the arrays line up.
     rows = conn.execute(
         sql.SQL(
-            """SELECT r.save_id, sum(pg_column_size(r.*))::bigint, {arrays}
-            FROM (SELECT * FROM {table} r WHERE save_id = ANY(%s) ORDER BY {order} FOR UPDATE) r
+            """SELECT r.save_id, sum(r._bytes)::bigint, {fingerprint}, {arrays}
+            FROM (SELECT t.tableoid AS _tableoid, t.ctid AS _ctid, t.xmin AS _xmin, pg_column_size(t.*) AS _bytes, t.*
+                  FROM {table} t WHERE t.save_id = ANY(%s)) r
             GROUP BY r.save_id"""
-        ).format(arrays=arrays, table=sql.Identifier(table), order=order),
+        ).format(fingerprint=fingerprint, arrays=arrays, table=sql.Identifier(table)),
         (save_ids,),
     ).fetchall()
-    return {row[0]: TableRows(values=list(row[2:]), tuple_bytes=row[1]) for row in rows}
+    return {row[0]: TableRows(values=list(row[3:]), tuple_bytes=row[1], versions=row[2]) for row in rows}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+EPOCH_US = "epoch_us"
+
+
+def _timestamp_to_us(text: str | None):
+    """ISO UTC text -> microseconds since the epoch (ints compress far better); other values stay text."""
+    if text is None:
+        return None
+    try:
+        return (datetime.fromisoformat(text) - _EPOCH) // _MICROSECOND
+    except (ValueError, OverflowError):  # infinity, BC dates, years past 9999
+        return text
+
+
+def _us_to_timestamp(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return (_EPOCH + value * _MICROSECOND).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def column_encodings(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped "
+        "AND atttypid = 'timestamptz'::regtype", (table,)).fetchall()
+    return {r[0]: EPOCH_US for r in rows}
+
+
+def _encode(columns: list[str], encodings: dict[str, str], values: list[list]) -> list[list]:
+    return [[_timestamp_to_us(v) for v in column] if encodings.get(name) == EPOCH_US else column
+            for name, column in zip(columns, values)]
 
 
 def _record_text(values: Sequence[str | None]) -> str:
@@ -192,24 +226,39 @@ def _record_text(values: Sequence[str | None]) -> str:
 
 def document_rows(part: dict) -> list[str]:
     """The record texts of one table of a document, row by row."""
-    return [_record_text(row) for row in zip(*part["values"])] if part["values"] else []
+    if not part["values"]:
+        return []
+    encodings = part.get("encodings", {})
+    columns = [[_us_to_timestamp(v) for v in column] if encodings.get(name) == EPOCH_US else column
+               for name, column in zip(part["columns"], part["values"])]
+    return [_record_text(row) for row in zip(*columns)]
 
 
-def build_document(save_id: int, columns: dict[str, list[str]], rows: dict[str, TableRows]) -> bytes:
+def build_document(save_id: int, columns: dict[str, list[str]], encodings: dict[str, dict[str, str]],
+                   rows: dict[str, TableRows]) -> bytes:
     document = {
         "format": DOCUMENT_FORMAT,
         "save_id": save_id,
-        "tables": {t: {"columns": columns[t], "values": rows[t].values} for t in SAVE_TABLES},
+        "tables": {t: {"columns": columns[t], "encodings": encodings[t],
+                       "values": _encode(columns[t], encodings[t], rows[t].values)} for t in SAVE_TABLES},
     }
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _verify(name: str, compressed: bytes, expected: dict) -> dict:
-    """Decompress and check checksum and row counts against ``expected``; returns the document."""
+def _verify(name: str, compressed: bytes, expected: dict, *, parse: bool = True) -> dict | None:
+    """Decompress and check length and sha256 (and, parsing it, row counts) against ``expected``.
+
+    Right after packing, the checksum alone proves the decompressed bytes are the
+    document just built from the rows (whose counts are known), so parsing is skipped.
+    """
     raw = Codec.decompress(name, compressed)
     if hashlib.sha256(raw).hexdigest() != expected["sha256"] or len(raw) != expected["original_bytes"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: checksum mismatch after decompression")
+    if not parse:
+        return None
     document = json.loads(raw)
+    if document.get("format") != DOCUMENT_FORMAT:
+        raise SaveVerificationFailed(f"save {expected.get('save_id')}: unknown document format {document.get('format')!r}")
     counts = {t: TableRows(document["tables"][t]["values"]).count for t in SAVE_TABLES}
     if counts != expected["row_counts"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: row counts {counts} != {expected['row_counts']}")
@@ -219,13 +268,14 @@ def _verify(name: str, compressed: bytes, expected: dict) -> dict:
 def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> tuple[list[PackedSave], int]:
     """Read, pack and verify ``save_ids`` (already locked); returns the packs and the rows' tuple bytes."""
     columns = {t: table_columns(conn, t) for t in SAVE_TABLES}
+    encodings = {t: column_encodings(conn, t) for t in SAVE_TABLES}
     per_table = {t: _read_rows(conn, t, columns[t], save_ids) for t in SAVE_TABLES}
     packs: list[PackedSave] = []
     tuple_bytes = 0
     for save_id in save_ids:
         rows = {t: per_table[t].get(save_id) or TableRows([[] for _ in columns[t]]) for t in SAVE_TABLES}
         row_bytes = sum(r.tuple_bytes for r in rows.values())
-        raw = build_document(save_id, columns, rows)
+        raw = build_document(save_id, columns, encodings, rows)
         compressed = codec.compress(raw)
         info = {
             "format": DOCUMENT_FORMAT,
@@ -238,28 +288,35 @@ def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> t
             "row_counts": {t: rows[t].count for t in SAVE_TABLES},
             "sha256": hashlib.sha256(raw).hexdigest(),
         }
-        _verify(codec.name, compressed, info)
-        packs.append(PackedSave(save_id, compressed, info))
+        _verify(codec.name, compressed, info, parse=False)
+        packs.append(PackedSave(save_id, compressed, info, {t: rows[t].versions for t in SAVE_TABLES}))
         tuple_bytes += row_bytes
     return packs, tuple_bytes
 
 
 def _delete_rows(conn: psycopg.Connection, packs: list[PackedSave]) -> int:
-    """Delete the packed rows; refuse (raise, rolling back) if the deleted counts differ from the packs."""
+    """Delete the packed rows; raise (rolling the batch back) unless exactly the packed tuple versions went.
+
+    The rows are not locked while being read: a concurrent change would show up
+    here as a different count or version fingerprint, and nothing is lost.
+    """
     ids = [p.save_id for p in packs]
     deleted = 0
+    fingerprint = _VERSION_FINGERPRINT.format(t=sql.Identifier("tableoid"), c=sql.Identifier("ctid"),
+                                              x=sql.Identifier("xmin"))
     for table in SAVE_TABLES:
-        counts = dict(conn.execute(
-            sql.SQL("WITH d AS (DELETE FROM {} WHERE save_id = ANY(%s) RETURNING save_id) "
-                    "SELECT save_id, count(*) FROM d GROUP BY save_id").format(sql.Identifier(table)),
+        found = {save_id: (count, versions) for save_id, count, versions in conn.execute(
+            sql.SQL("WITH d AS (DELETE FROM {} WHERE save_id = ANY(%s) RETURNING tableoid, ctid, xmin, save_id) "
+                    "SELECT save_id, count(*), {} FROM d GROUP BY save_id").format(sql.Identifier(table), fingerprint),
             (ids,),
-        ).fetchall())
+        ).fetchall()}
         for pack in packs:
-            if counts.get(pack.save_id, 0) != pack.info["row_counts"][table]:
+            count, versions = found.get(pack.save_id, (0, None))
+            if count != pack.info["row_counts"][table] or (count and versions != pack.versions[table]):
                 raise SaveVerificationFailed(
-                    f"save {pack.save_id}: {table} deleted {counts.get(pack.save_id, 0)} rows, "
-                    f"packed {pack.info['row_counts'][table]}; rolled back")
-        deleted += sum(counts.values())
+                    f"save {pack.save_id}: {table} changed while being packed ({count} rows deleted, "
+                    f"{pack.info['row_counts'][table]} packed); batch rolled back")
+        deleted += sum(count for count, _ in found.values())
     return deleted
 
 

@@ -45,8 +45,10 @@ def test_age_needs_a_unit():
 
 def test_throttle_paces_to_the_rows_per_second_cap():
     throttle = Throttle(batch_size=1000, pause_s=0.01, max_rows_per_s=10_000)
+    assert Throttle(batch_size=10, pause_s=0.2).delay_after(3, 0.0) == 0.0
     assert throttle.delay_after(1000, 0.02) == pytest.approx(0.08)
     assert throttle.delay_after(1000, 0.5) == pytest.approx(0.01)  # the pause is a floor
+    assert throttle.delay_after(999, 0.5) == 0.0  # a short batch ended its table: no pause
     with pytest.raises(ValueError):
         Throttle(batch_size=0)
 

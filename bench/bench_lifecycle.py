@@ -1,0 +1,492 @@
+"""Benchmark: archive of destroyed bodies and packing of inactive saves, beside the seed's functions.
+
+One run, one server, the same generated data for every contender (each gets its
+own copy of one demo database, ``CREATE DATABASE ... TEMPLATE``):
+
+- archive: the seed's ``archive_destroyed_celestial_bodies()`` (one transaction:
+  INSERT ... SELECT, then DELETE) vs ``archive_destroyed_bodies`` month by month
+  at its default throttle and unthrottled. Each runs while pgbench plays a game
+  workload at a fixed rate (``-R``: insert into ``event_logs`` + update a live
+  body per transaction); we report rows/s and the workload's p99 / mean latency
+  during the archive vs idle (same clone, just before), from pgbench's
+  per-transaction log.
+- compression: the seed's ``compress_inactive_saves()`` vs
+  ``compress_inactive_saves`` month by month: saves/s, and bytes of the rows
+  replaced vs bytes stored. The seed never defines ``compress_save_data()``;
+  the baseline below does what its comment says ("aggregate the related data
+  into JSONB and compress"): ``jsonb_build_object`` of ``jsonb_agg(to_jsonb(row))``
+  per table, stored as bytea, so the only compression is PostgreSQL's TOAST (pglz).
+
+Ratios are ours / seed (rows/s, saves/s) and seed stored bytes / ours.
+
+    /work/venv/bin/python bench/bench_lifecycle.py [--quick] [--scale small|default] [--rate 500]
+
+Uses ``COSMIC_OPS_DATABASE_URL`` (else the embedded server) and pgbench from PATH
+or /usr/bin; creates scratch databases and drops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict  # noqa: E402
+
+from cosmic_ops import db, demo, schema  # noqa: E402
+from cosmic_ops.embedded import resolve_conninfo  # noqa: E402
+from cosmic_ops.lifecycle import (  # noqa: E402
+    ArchivePolicy, SavePolicy, Throttle, archive_destroyed_bodies, compress_inactive_saves,
+)
+from cosmic_ops.lifecycle.archive import DEFAULT_THROTTLE  # noqa: E402
+
+# --- the seed's functions, verbatim (seed 000, §3.1 and §3.2) --------------------------------
+SEED_ARCHIVE = """
+CREATE OR REPLACE FUNCTION archive_destroyed_celestial_bodies()
+RETURNS void AS $$
+BEGIN
+    -- 30日以上前に削除された天体をアーカイブ
+    INSERT INTO celestial_bodies_archive
+    SELECT * FROM celestial_bodies
+    WHERE is_destroyed = true
+    AND updated_at < CURRENT_TIMESTAMP - interval '30 days';
+
+    -- 元テーブルから削除
+    DELETE FROM celestial_bodies
+    WHERE is_destroyed = true
+    AND updated_at < CURRENT_TIMESTAMP - interval '30 days';
+END;
+$$ LANGUAGE plpgsql;
+"""
+SEED_COMPRESS = """
+CREATE OR REPLACE FUNCTION compress_inactive_saves()
+RETURNS void AS $$
+DECLARE
+    save_record RECORD;
+BEGIN
+    FOR save_record IN
+        SELECT id FROM game_saves
+        WHERE is_active = false
+        AND updated_at < CURRENT_TIMESTAMP - interval '7 days'
+        AND compressed_state IS NULL
+    LOOP
+        -- 関連データをJSONBに集約して圧縮
+        UPDATE game_saves
+        SET compressed_state = compress_save_data(save_record.id)
+        WHERE id = save_record.id;
+
+        -- 圧縮後、関連テーブルから削除
+        DELETE FROM celestial_bodies WHERE save_id = save_record.id;
+        DELETE FROM save_resources WHERE save_id = save_record.id;
+        DELETE FROM save_research WHERE save_id = save_record.id;
+    END LOOP;
+END;
+$$ LANGUAGE plpgsql;
+"""
+# The seed's missing piece, as its comment describes it (see the module docstring).
+BASELINE_COMPRESS_SAVE_DATA = """
+CREATE OR REPLACE FUNCTION compress_save_data(p_save_id bigint)
+RETURNS bytea AS $$
+    SELECT convert_to(jsonb_build_object(
+        'celestial_bodies', COALESCE((SELECT jsonb_agg(to_jsonb(c)) FROM celestial_bodies c
+                                      WHERE c.save_id = p_save_id), '[]'::jsonb),
+        'save_resources', COALESCE((SELECT jsonb_agg(to_jsonb(r)) FROM save_resources r
+                                    WHERE r.save_id = p_save_id), '[]'::jsonb),
+        'save_research', COALESCE((SELECT jsonb_agg(to_jsonb(s)) FROM save_research s
+                                   WHERE s.save_id = p_save_id), '[]'::jsonb)
+    )::text, 'UTF8')
+$$ LANGUAGE sql STABLE;
+"""
+
+# Game traffic: every transaction logs an event and moves a live body.
+PGBENCH_SCRIPT = r"""
+\set pid random(1, :players)
+\set bid random(1, :bodies)
+BEGIN;
+INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES (:pid, 'orbit_adjusted', now());
+UPDATE celestial_bodies SET position_x = position_x + 1.0, updated_at = now() WHERE id = :bid AND NOT is_destroyed;
+END;
+"""
+
+DUE_BODIES = "is_destroyed AND updated_at < now() - interval '30 days'"
+DUE_SAVES = "NOT is_active AND compressed_state IS NULL AND updated_at < now() - interval '7 days'"
+
+
+# --- scratch databases ----------------------------------------------------------------------
+class Server:
+    def __init__(self, conninfo: str):
+        self.conninfo = conninfo
+        self.created: list[str] = []
+
+    def url(self, name: str) -> str:
+        return db.with_database(self.conninfo, name)
+
+    def clone(self, name: str, template: str) -> str:
+        """A copy of ``template`` with the seed's functions installed."""
+        url = self.create(name, template)
+        with psycopg.connect(url) as conn:
+            for function in (SEED_ARCHIVE, SEED_COMPRESS, BASELINE_COMPRESS_SAVE_DATA):
+                conn.execute(sql.SQL(function))
+        return url
+
+    def create(self, name: str, template: str | None = None) -> str:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template))
+            conn.execute(statement)
+        self.created.append(name)
+        return self.url(name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            for name in reversed(self.created):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def build_base(server: Server, name: str, scale: str) -> tuple[str, int, int]:
+    url = server.create(name)
+    with db.connect(url) as conn:
+        schema.bootstrap(conn)
+        demo.load(conn, scale, seed=2026)
+        # Only the workload writes event_logs here; its history only slows the copies.
+        conn.execute("TRUNCATE event_logs")
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+        players, bodies = conn.execute("SELECT (SELECT max(player_id) FROM players), "
+                                       "(SELECT max(id) FROM celestial_bodies)").fetchone()
+    return url, players, bodies
+
+
+def due_months(conn: psycopg.Connection, table: str, where: str):
+    rows = conn.execute(
+        sql.SQL("SELECT DISTINCT date_trunc('month', updated_at AT TIME ZONE 'UTC')::date FROM {} WHERE {} "
+                "ORDER BY 1").format(sql.Identifier(table), sql.SQL(where))).fetchall()
+    conn.commit()
+    return [r[0] for r in rows]
+
+
+def scalar(url: str, query: str):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql.SQL(query)).fetchone()[0]
+
+
+# --- pgbench --------------------------------------------------------------------------------
+@dataclass
+class Latency:
+    transactions: int
+    p99_ms: float
+    mean_ms: float
+
+
+class Workload:
+    """pgbench at a fixed rate in the background, with per-transaction logging."""
+
+    def __init__(self, url: str, players: int, bodies: int, rate: int, clients: int = 8):
+        self.url, self.rate, self.clients = url, rate, clients
+        self.players, self.bodies = players, bodies
+        self.dir = Path(tempfile.mkdtemp(prefix="bench_lifecycle_pgbench_"))
+        (self.dir / "game.sql").write_text(PGBENCH_SCRIPT)
+        self.binary = shutil.which("pgbench") or "/usr/bin/pgbench"
+
+    def _env(self) -> dict[str, str]:
+        params = conninfo_to_dict(self.url)
+        env = dict(os.environ)
+        for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("dbname", "PGDATABASE"),
+                         ("password", "PGPASSWORD")):
+            if params.get(key):
+                env[var] = str(params[key])
+        return env
+
+    def start(self, seconds: float, tag: str) -> subprocess.Popen:
+        prefix = self.dir / tag
+        return subprocess.Popen(
+            [self.binary, "-n", "-f", str(self.dir / "game.sql"), "-R", str(self.rate), "-T", str(int(seconds)),
+             "-c", str(self.clients), "-j", "2", "-D", f"players={self.players}", "-D", f"bodies={self.bodies}",
+             "--log", f"--log-prefix={prefix}"],
+            env=self._env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def latencies(self, tag: str, window: tuple[float, float] | None = None) -> Latency:
+        values = []
+        for path in self.dir.glob(f"{tag}.*"):
+            for line in path.read_text().splitlines():
+                fields = line.split()
+                if len(fields) < 6:
+                    continue
+                latency_us, end = int(fields[2]), int(fields[4]) + int(fields[5]) / 1e6
+                if window is None or window[0] <= end <= window[1]:
+                    values.append(latency_us / 1000)
+        if not values:
+            return Latency(0, float("nan"), float("nan"))
+        values.sort()
+        return Latency(len(values), values[min(len(values) - 1, int(0.99 * len(values)))], statistics.fmean(values))
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait(process: subprocess.Popen) -> None:
+    _, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {err.strip()[-500:]}")
+
+
+@dataclass
+class ArchiveRun:
+    name: str
+    rows: int
+    seconds: float
+    wal_bytes: int
+    idle: Latency
+    during: Latency
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def wal_lsn(url: str) -> int:
+    return int(scalar(url, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+
+
+def run_archive(server: Server, base: str, name: str, players: int, bodies: int, rate: int, idle_s: float,
+                during_s: float, work: Callable[[str], int]) -> ArchiveRun:
+    url = server.clone(f"{base}_{name}", base)
+    workload = Workload(url, players, bodies, rate)
+    try:
+        wal0 = wal_lsn(url)
+        wait(workload.start(idle_s, "idle"))
+        idle = workload.latencies("idle")
+        # WAL of the workload alone, per second, to leave it out of the archive's figure.
+        workload_wal_per_s = (wal_lsn(url) - wal0) / idle_s
+        due = scalar(url, f"SELECT count(*) FROM celestial_bodies WHERE {DUE_BODIES}")
+        # pgbench writes its log only when it exits normally, so it runs a fixed time that
+        # covers the archive; latencies are taken from transactions that ended during it.
+        bench = workload.start(during_s, "during")
+        time.sleep(2.0)
+        wal0, started = wal_lsn(url), time.time()
+        moved = work(url)
+        ended = time.time()
+        wal1 = wal_lsn(url)
+        wait(bench)
+        if ended - started > during_s - 2.5:
+            print(f"  note: {name} outlasted the pgbench window ({ended - started:.1f}s); raise --during-seconds")
+        during = workload.latencies("during", (started, ended))
+        if moved != due:
+            raise RuntimeError(f"{name}: moved {moved} rows, {due} were due")
+        archive_wal = wal1 - wal0 - workload_wal_per_s * (ended - started)
+        return ArchiveRun(name, moved, ended - started, max(0, int(archive_wal)), idle, during)
+    finally:
+        workload.cleanup()
+
+
+def seed_archive(url: str) -> int:
+    with db.connect(url) as conn:
+        due = conn.execute(sql.SQL("SELECT count(*) FROM celestial_bodies WHERE " + DUE_BODIES)).fetchone()[0]
+        conn.commit()
+        conn.execute("SELECT archive_destroyed_celestial_bodies()")
+        conn.commit()
+    return due
+
+
+def our_archive(policy: ArchivePolicy) -> Callable[[str], int]:
+    def work(url: str) -> int:
+        moved = 0
+        with db.connect(url) as conn:
+            for month in due_months(conn, "celestial_bodies", DUE_BODIES):
+                report = archive_destroyed_bodies(conn, month, policy)
+                assert report.conserved
+                moved += report.log.moved
+        return moved
+    return work
+
+
+# --- compression ----------------------------------------------------------------------------
+@dataclass
+class CompressRun:
+    name: str
+    saves: int
+    seconds: float
+    row_bytes: int
+    footprint_bytes: int
+    stored_bytes: int
+    tables_before: int
+    tables_after: int
+
+    @property
+    def saves_per_s(self) -> float:
+        return self.saves / self.seconds if self.seconds else 0.0
+
+
+FOOTPRINT = """
+WITH due AS (SELECT id FROM game_saves WHERE {due})
+SELECT sum(per_row * rows)::bigint FROM (
+  SELECT (SELECT count(*) FROM celestial_bodies WHERE save_id IN (SELECT id FROM due)) AS rows,
+         (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('celestial_bodies'))::float8
+           / (SELECT count(*) FROM celestial_bodies) AS per_row
+  UNION ALL
+  SELECT (SELECT count(*) FROM save_resources WHERE save_id IN (SELECT id FROM due)),
+         pg_total_relation_size('save_resources')::float8 / (SELECT count(*) FROM save_resources)
+  UNION ALL
+  SELECT (SELECT count(*) FROM save_research WHERE save_id IN (SELECT id FROM due)),
+         pg_total_relation_size('save_research')::float8 / (SELECT count(*) FROM save_research)) t
+"""
+TUPLE_BYTES = """
+WITH due AS (SELECT id FROM game_saves WHERE {due})
+SELECT (SELECT coalesce(sum(pg_column_size(c.*)), 0) FROM celestial_bodies c WHERE save_id IN (SELECT id FROM due))
+     + (SELECT coalesce(sum(pg_column_size(r.*)), 0) FROM save_resources r WHERE save_id IN (SELECT id FROM due))
+     + (SELECT coalesce(sum(pg_column_size(s.*)), 0) FROM save_research s WHERE save_id IN (SELECT id FROM due))
+"""
+TABLES_BYTES = """
+SELECT (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('celestial_bodies'))
+     + pg_total_relation_size('save_resources') + pg_total_relation_size('save_research')
+     + pg_total_relation_size('game_saves')
+"""
+
+
+def run_compress(server: Server, base: str, name: str, work: Callable[[str], int]) -> CompressRun:
+    url = server.clone(f"{base}_{name}", base)
+    due_sql = sql.SQL(DUE_SAVES)
+    with psycopg.connect(url) as conn:
+        saves_due = conn.execute(sql.SQL("SELECT count(*) FROM game_saves WHERE {}").format(due_sql)).fetchone()[0]
+        tuple_bytes = int(conn.execute(sql.SQL(TUPLE_BYTES).format(due=due_sql)).fetchone()[0])
+        footprint = int(conn.execute(sql.SQL(FOOTPRINT).format(due=due_sql)).fetchone()[0])
+        tables_before = int(conn.execute(sql.SQL(TABLES_BYTES)).fetchone()[0])
+    started = time.perf_counter()
+    packed = work(url)
+    seconds = time.perf_counter() - started
+    with psycopg.connect(url) as conn:
+        stored, count = conn.execute("SELECT coalesce(sum(pg_column_size(compressed_state)), 0), count(*) "
+                                     "FROM game_saves WHERE compressed_state IS NOT NULL").fetchone()
+        left = conn.execute("SELECT (SELECT count(*) FROM celestial_bodies c JOIN game_saves g ON g.id = c.save_id "
+                            "WHERE g.compressed_state IS NOT NULL)").fetchone()[0]
+        tables_after = int(conn.execute(sql.SQL(TABLES_BYTES)).fetchone()[0])
+    if count != saves_due or packed != saves_due or left:
+        raise RuntimeError(f"{name}: packed {packed}/{count} of {saves_due} due saves; {left} rows left behind")
+    return CompressRun(name, packed, seconds, tuple_bytes, footprint, stored, tables_before, tables_after)
+
+
+def seed_compress(url: str) -> int:
+    with db.connect(url) as conn:
+        due = conn.execute(sql.SQL("SELECT count(*) FROM game_saves WHERE " + DUE_SAVES)).fetchone()[0]
+        conn.commit()
+        conn.execute("SELECT compress_inactive_saves()")
+        conn.commit()
+    return due
+
+
+def our_compress(policy: SavePolicy) -> Callable[[str], int]:
+    def work(url: str) -> int:
+        packed = 0
+        with db.connect(url) as conn:
+            for month in due_months(conn, "game_saves", DUE_SAVES):
+                packed += compress_inactive_saves(conn, month, policy).log.moved
+        return packed
+    return work
+
+
+# --- report ---------------------------------------------------------------------------------
+def print_archive(runs: list[ArchiveRun], rate: int) -> None:
+    seed = runs[0]
+    print(f"\nArchive of destroyed bodies (concurrent pgbench at {rate} tps; latency of transactions that "
+          "ended during the archive vs the idle run just before)")
+    header = (f"{'contender':<34}{'rows':>9}{'s':>8}{'rows/s':>10}{'x seed':>8}{'WAL MB':>8}"
+              f"{'idle p99':>9}{'arch p99':>9}{'Δp99 ms':>8}{'idle avg':>9}{'arch avg':>9}{'n':>6}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        print(f"{run.name:<34}{run.rows:>9}{run.seconds:>8.2f}{run.rows_per_s:>10.0f}"
+              f"{run.rows_per_s / seed.rows_per_s:>8.2f}{run.wal_bytes / 2**20:>8.1f}"
+              f"{run.idle.p99_ms:>9.2f}{run.during.p99_ms:>9.2f}{run.during.p99_ms - run.idle.p99_ms:>8.2f}"
+              f"{run.idle.mean_ms:>9.2f}{run.during.mean_ms:>9.2f}{run.during.transactions:>6}")
+
+
+def print_compress(runs: list[CompressRun]) -> None:
+    seed = runs[0]
+    print("\nPacking inactive saves (bytes: rows replaced, as tuples and as their share of table+index size, "
+          "vs stored compressed_state)")
+    header = (f"{'contender':<34}{'saves':>7}{'s':>8}{'saves/s':>9}{'x seed':>8}{'tuple MB':>9}{'disk MB':>9}"
+              f"{'stored MB':>10}{'tuple/st':>9}{'disk/st':>8}{'seed st/ours':>13}{'tables +%':>10}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        growth = 100.0 * (run.tables_after - run.tables_before) / run.tables_before
+        print(f"{run.name:<34}{run.saves:>7}{run.seconds:>8.2f}{run.saves_per_s:>9.0f}"
+              f"{run.saves_per_s / seed.saves_per_s:>8.2f}{run.row_bytes / 2**20:>9.2f}{run.footprint_bytes / 2**20:>9.2f}"
+              f"{run.stored_bytes / 2**20:>10.2f}{run.row_bytes / run.stored_bytes:>9.2f}"
+              f"{run.footprint_bytes / run.stored_bytes:>8.2f}{seed.stored_bytes / run.stored_bytes:>13.2f}"
+              f"{growth:>10.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run: small scale, short pgbench windows")
+    parser.add_argument("--scale", choices=sorted(demo.SCALES), default=None)
+    parser.add_argument("--rate", type=int, default=None, help="pgbench transactions per second")
+    parser.add_argument("--reuse-base", default=None, help=argparse.SUPPRESS)  # a kept demo database, for tuning
+    parser.add_argument("--idle-seconds", type=float, default=None, help="pgbench alone, for the idle latency")
+    parser.add_argument("--during-seconds", type=float, default=None,
+                        help="pgbench window around each archive (must outlast it)")
+    args = parser.parse_args()
+    scale = args.scale or ("small" if args.quick else "default")
+    rate = args.rate or (100 if args.quick else 500)
+    idle_s = args.idle_seconds or (1 if args.quick else 15)
+    during_s = args.during_seconds or (3 if args.quick else 20)
+
+    server = Server(resolve_conninfo(os.environ.get("COSMIC_OPS_DATABASE_URL")))
+    base = args.reuse_base or f"bench_lifecycle_{uuid.uuid4().hex[:8]}"
+    try:
+        started = time.perf_counter()
+        if args.reuse_base:
+            players, bodies = (scalar(server.url(base), q) for q in (
+                "SELECT max(player_id) FROM players", "SELECT max(id) FROM celestial_bodies"))
+        else:
+            _, players, bodies = build_base(server, base, scale)
+        print(f"data: demo scale {scale!r}, {bodies} bodies, built in {time.perf_counter() - started:.1f}s "
+              f"on {db.redact(server.conninfo)}")
+        unthrottled = ArchivePolicy(throttle=Throttle(batch_size=20_000, pause_s=0.0))
+        throttle = DEFAULT_THROTTLE
+        archive_runs = [
+            run_archive(server, base, "seed_arch", players, bodies, rate, idle_s, during_s,
+                        seed_archive),
+            run_archive(server, base, "ours_arch_default", players, bodies, rate, idle_s, during_s,
+                        our_archive(ArchivePolicy())),
+            run_archive(server, base, "ours_arch_unthrottled", players, bodies, rate, idle_s, during_s,
+                        our_archive(unthrottled)),
+        ]
+        archive_runs[0].name = "seed archive (1 transaction)"
+        archive_runs[1].name = (f"ours default ({throttle.batch_size}/batch, "
+                                f"{throttle.pause_s * 1000:.0f} ms pause)")
+        archive_runs[2].name = "ours unthrottled (20000/batch)"
+        print_archive(archive_runs, rate)
+
+        compress_runs = [
+            run_compress(server, base, "seed_pack", seed_compress),
+            run_compress(server, base, "ours_pack", our_compress(SavePolicy())),
+        ]
+        compress_runs[0].name = "seed loop + JSONB baseline"
+        policy = SavePolicy()
+        compress_runs[1].name = (f"ours ({policy.codec.name}-{policy.codec.level}, "
+                                 f"{policy.throttle.batch_size} saves/tx)")
+        print_compress(compress_runs)
+    finally:
+        server.drop_all()
+
+
+if __name__ == "__main__":
+    main()
