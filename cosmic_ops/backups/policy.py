@@ -5,32 +5,19 @@ Values carry units and are validated: ``"12"`` is an error, not 12 of something.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 
+from ..partitions.policy import EVENT_LOGS_POLICY
 from ..timeutil import add_months, month_start
+from ..units import PolicyError, parse_months
 
 RETIRE_ACTIONS = ("drop", "archive-schema")
-_RETENTION_RE = re.compile(r"^\s*(\d+)\s*(month|months|year|years)\s*$", re.IGNORECASE)
 _IDENTIFIER_MAX = 63
 
 
-class PolicyError(ValueError):
-    """A policy value is malformed; nothing was done."""
-
-
 def parse_retention_months(text: str) -> int:
-    """``"12 months"`` -> 12, ``"2 years"`` -> 24. Months are the partition grain, so
-    days/hours are refused rather than rounded."""
-    match = _RETENTION_RE.match(str(text))
-    if not match:
-        raise PolicyError(
-            f"retention {text!r} must be a whole number of months or years with its unit, "
-            "e.g. '12 months' or '1 year'"
-        )
-    count, unit = int(match.group(1)), match.group(2).lower()
-    months = count * 12 if unit.startswith("year") else count
+    months = parse_months(text, what="retention")
     if months < 1:
         raise PolicyError(f"retention {text!r} must keep at least one month")
     return months
@@ -40,7 +27,7 @@ def parse_retention_months(text: str) -> int:
 class RetentionPolicy:
     """How long months stay attached, what retiring does, how many backups to keep."""
 
-    retention: str = "12 months"
+    retention: str = f"{EVENT_LOGS_POLICY.retention} months"
     action: str = "drop"
     archive_schema: str = "event_logs_archive"
     keep_generations: int = 3

@@ -11,11 +11,11 @@ from .maintenance import (
 from .policy import MonitoringPolicy, PolicyError, TablePolicy, load_policy, parse_policy
 from .sizes import read_partition_counts, read_partition_sizes
 from .thresholds import Crossing, TickPlan, find_crossings, plan_tick
-from .units import UnitError, parse_bytes, parse_duration, parse_ratio, parse_rows
+from ..units import PolicyError, parse_bytes, parse_duration, parse_ratio, parse_rows
 
 __all__ = [
     "ActionResult", "Crossing", "MaintenanceAction", "MonitoringPolicy", "PolicyError", "RelationNotFound",
-    "TablePolicy", "TickPlan", "UnitError", "apply", "find_crossings", "load_policy", "parse_bytes",
+    "TablePolicy", "TickPlan", "PolicyError", "apply", "find_crossings", "load_policy", "parse_bytes",
     "parse_duration", "parse_policy", "parse_ratio", "parse_rows", "partitioned_roots", "plan_analyze",
     "plan_markdown", "plan_tick", "plan_vacuum", "read_partition_counts", "read_partition_sizes",
 ]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .units import UnitError, parse_bytes, parse_duration, parse_ratio, parse_rows
+from ..units import PolicyError, parse_bytes, parse_duration, parse_ratio, parse_rows
 
 POLICY_ENV = "COSMIC_OPS_MONITORING_POLICY"
 
@@ -34,10 +34,6 @@ _THRESHOLD_PARSERS = {
     "min_dead_tuples": parse_rows,
 }
 _ACTION_KEYS = ("bytes_action", "rows_action")
-
-
-class PolicyError(ValueError):
-    """The monitoring policy is malformed; the message names the offending key."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,7 @@ def _table_policy(raw: Any, base: TablePolicy, where: str) -> TablePolicy:
         if key in raw:
             try:
                 values[key] = None if raw[key] is None else parse(raw[key])
-            except UnitError as exc:
+            except PolicyError as exc:
                 raise PolicyError(f"{where}.{key}: {exc}") from None
     for key in _ACTION_KEYS:
         if key in raw:
@@ -98,7 +94,7 @@ def parse_policy(raw: Mapping[str, Any]) -> MonitoringPolicy:
     if "interval" in raw:
         try:
             interval_s = parse_duration(raw["interval"])
-        except UnitError as exc:
+        except PolicyError as exc:
             raise PolicyError(f"interval: {exc}") from None
         if not 30 <= interval_s <= 3600:
             raise PolicyError(f"interval: {raw['interval']!r} must lie between 30 s and 1 h")

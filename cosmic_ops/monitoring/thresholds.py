@@ -15,7 +15,7 @@ from typing import Mapping
 import pandas as pd
 
 from .policy import MonitoringPolicy
-from .units import format_bytes
+from ..units import format_bytes
 
 KINDS = ("bytes", "rows", "dead_ratio")
 

@@ -16,33 +16,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..schema import EVENT_LOG_STORAGE
 from ..timeutil import add_months, month_start
+from ..units import PolicyError, parse_months
 
 
-class PolicyError(ValueError):
-    """A policy value is missing, malformed or inconsistent."""
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*(month|months|mon|mons|year|years)\s*$", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 # Storage parameters a partition may carry; values are numbers or booleans.
 _STORAGE_NAME = re.compile(r"^(autovacuum_[a-z_]+|toast\.autovacuum_[a-z_]+|fillfactor|toast_tuple_target|"
                            r"parallel_workers|vacuum_index_cleanup|vacuum_truncate|user_catalog_table)$")
 _STORAGE_VALUE = re.compile(r"^(-?\d+(\.\d+)?|on|off|true|false|auto)$", re.IGNORECASE)
-
-
-def parse_months(value: Any, *, what: str) -> int:
-    """``"12 months"`` -> 12, ``"1 year"`` -> 12. Numbers without a unit are refused."""
-    if not isinstance(value, str):
-        raise PolicyError(
-            f"{what}: {value!r} has no unit; write it as a string with its unit, e.g. \"{value} months\""
-        )
-    match = _DURATION.match(value)
-    if not match:
-        raise PolicyError(
-            f"{what}: {value!r} is not a whole number of months or years (e.g. \"3 months\", \"1 year\")"
-        )
-    amount = int(match.group(1))
-    return amount * 12 if match.group(2).lower().startswith("year") else amount
 
 
 def _identifier(value: Any, *, what: str) -> str:

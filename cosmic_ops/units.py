@@ -1,4 +1,7 @@
-"""Policy values with units (SPEC §4): ``"2 GB"``, ``"5M rows"``, ``"20%"``, ``"5 min"``.
+"""Policy values with units (SPEC §4): ``"2 GB"``, ``"5M rows"``, ``"20%"``, ``"5 min"``, ``"12 months"``.
+
+Every policy of the project (partitions, retention, lifecycle, monitoring) parses
+its values here.
 
 A bare number is an error: ``2`` could mean bytes, gigabytes or rows, and a
 threshold read with the wrong unit silently never fires (or always does).
@@ -27,16 +30,17 @@ _DURATION_UNITS = {
 _NUMBER = r"(?P<number>\d+(?:\.\d+)?)"
 
 
-class UnitError(ValueError):
-    """A policy value without a unit, with an unknown unit, or out of range."""
+class PolicyError(ValueError):
+    """A policy value without a unit, with an unknown unit, out of range or inconsistent;
+    nothing was done."""
 
 
 def _match(pattern: str, value: object, what: str, example: str) -> re.Match:
     if not isinstance(value, str):
-        raise UnitError(f"{what} {value!r} has no unit; write it like {example!r}")
+        raise PolicyError(f"{what} {value!r} has no unit; write it like {example!r}")
     found = re.fullmatch(pattern, value.strip(), flags=re.IGNORECASE)
     if not found:
-        raise UnitError(f"{what} {value!r} is not understood; write it like {example!r}")
+        raise PolicyError(f"{what} {value!r} is not understood; write it like {example!r}")
     return found
 
 
@@ -44,7 +48,7 @@ def _scaled(value: object, units: dict[str, float], what: str, example: str, lis
     found = _match(_NUMBER + r"\s*(?P<unit>[a-z]+)", value, what, example)
     unit = found["unit"].lower()
     if unit not in units:
-        raise UnitError(f"{what} {value!r}: unknown unit {found['unit']!r}; use one of {listed}")
+        raise PolicyError(f"{what} {value!r}: unknown unit {found['unit']!r}; use one of {listed}")
     return float(found["number"]) * units[unit]
 
 
@@ -64,13 +68,32 @@ def parse_ratio(value: object) -> float:
     found = _match(_NUMBER + r"\s*%", value, "ratio", "20%")
     ratio = float(found["number"]) / 100
     if not 0 < ratio <= 1:
-        raise UnitError(f"ratio {value!r} must be above 0% and at most 100%")
+        raise PolicyError(f"ratio {value!r} must be above 0% and at most 100%")
     return ratio
 
 
 def parse_duration(value: object) -> float:
     """``"5 min"`` -> 300.0 seconds. Units: ms, s, min, h, d."""
     return _scaled(value, _DURATION_UNITS, "duration", "5 min", "ms, s, min, h, d")
+
+
+_MONTHS = re.compile(r"^\s*(\d+)\s*(month|months|mon|mons|year|years)\s*$", re.IGNORECASE)
+
+
+def parse_months(value: object, *, what: str) -> int:
+    """``"12 months"`` -> 12, ``"1 year"`` -> 12. Months are the partition grain, so a number
+    without a unit, or days/hours, are refused rather than guessed or rounded."""
+    if not isinstance(value, str):
+        raise PolicyError(
+            f"{what}: {value!r} has no unit; write it as a string with its unit, e.g. \"{value} months\""
+        )
+    match = _MONTHS.match(value)
+    if not match:
+        raise PolicyError(
+            f"{what}: {value!r} is not a whole number of months or years (e.g. \"3 months\", \"1 year\")"
+        )
+    amount = int(match.group(1))
+    return amount * 12 if match.group(2).lower().startswith("year") else amount
 
 
 def format_bytes(size: int) -> str:

@@ -1,7 +1,7 @@
 import pytest
 
-from cosmic_ops.monitoring.units import (
-    UnitError, format_bytes, parse_bytes, parse_duration, parse_ratio, parse_rows,
+from cosmic_ops.units import (
+    PolicyError, format_bytes, parse_bytes, parse_duration, parse_ratio, parse_rows,
 )
 
 
@@ -15,7 +15,7 @@ def test_byte_sizes_follow_postgresql_units(text, expected):
 
 @pytest.mark.parametrize("bad", [2, "2", "2 G", "2 parsecs", "", "GB", None, "-1 GB"])
 def test_byte_sizes_without_a_known_unit_are_errors(bad):
-    with pytest.raises(UnitError):
+    with pytest.raises(PolicyError):
         parse_bytes(bad)
 
 
@@ -36,7 +36,7 @@ def test_rows_ratios_and_durations():
     (parse_duration, 12), (parse_duration, "12"), (parse_duration, "12 fortnights"),
 ])
 def test_values_without_their_unit_are_refused(parse, bad):
-    with pytest.raises(UnitError) as caught:
+    with pytest.raises(PolicyError) as caught:
         parse(bad)
     assert repr(bad) in str(caught.value)
 
