@@ -33,7 +33,7 @@ from .backups.policy import RetentionPolicy
 from .backups.restore import attach_month
 from .backups.store import BackupStore, Generation
 from .backups.verify import qualified_name
-from .partitions.catalog import Partition, default_partition, partition_for_month
+from .partitions.catalog import Partition, default_partition, list_partitions, partition_for_month
 from .timeutil import month_bounds_utc, month_start
 
 DETACH_CONCURRENT = "concurrent"
@@ -367,3 +367,12 @@ def retire_month(
     with db.maintenance_lock(conn, parent):
         plan = plan_retirement(conn, store, parent=parent, month=month, policy=policy, today=today)
         return apply_retirement(conn, store, plan, conninfo=conninfo, policy=retry)
+
+
+def attached_past_retention(
+    conn: psycopg.Connection, policy: RetentionPolicy, today: date, parent: str = "event_logs"
+) -> list[Partition]:
+    """Partitions of ``parent`` still attached although their month is past retention
+    (read from the catalog bounds): the backlog the retention schedule has not retired."""
+    cutoff = policy.cutoff(today)
+    return [p for p in list_partitions(conn, parent) if p.lower_month() is not None and p.lower_month() < cutoff]

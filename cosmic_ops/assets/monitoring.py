@@ -22,8 +22,10 @@ from pydantic import Field
 
 from .. import db, monitoring
 from ..monitoring.maintenance import ActionResult, MaintenanceAction
+from ..backups.policy import RetentionPolicy
 from ..partitions.catalog import partition_for_month
 from ..resources import PostgresResource
+from ..retention import attached_past_retention
 from .common import MAINTENANCE_POOL, MONTHLY
 
 GROUP = "monitoring"
@@ -341,7 +343,29 @@ def structural_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRe
         run_requests=[dg.RunRequest(run_key=f"analyze-parents-after-{newest}")], cursor=str(newest))
 
 
+@dg.asset_check(
+    asset=partition_counts,
+    description="No event_logs month past the retention policy is still attached (state of the database, "
+    "not of the retention runs): a month listed here needs a backup and an event_log_retention run.",
+)
+def nothing_attached_past_retention(postgres: PostgresResource) -> dg.AssetCheckResult:
+    policy = RetentionPolicy()
+    today = datetime.now(timezone.utc).date()
+    with postgres.connect(purpose="retention check") as conn:
+        overdue = attached_past_retention(conn, policy, today)
+    months = [p.lower_month().isoformat() for p in overdue]
+    return dg.AssetCheckResult(
+        passed=not overdue,
+        description=(f"{len(overdue)} month(s) past {policy.retention} still attached: "
+                     + ", ".join(f"{p.name} ({p.lower_month():%Y-%m})" for p in overdue)) if overdue
+        else f"no event_logs month before {policy.cutoff(today):%Y-%m} is attached",
+        metadata={"retention": policy.retention, "cutoff_month": policy.cutoff(today).isoformat(),
+                  "overdue_months": dg.MetadataValue.json(months)},
+    )
+
+
 defs = dg.Definitions(
+    asset_checks=[nothing_attached_past_retention],
     assets=[partition_sizes, partition_counts, event_log_vacuum, partitioned_parent_statistics],
     jobs=[vacuum_partition_job, monitoring_snapshot_job, parent_statistics_job, event_log_vacuum_job],
     schedules=[monitoring_snapshot_schedule, parent_statistics_schedule],
