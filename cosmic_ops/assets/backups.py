@@ -294,6 +294,7 @@ def closed_month(moment) -> date:
     job=event_log_backup_job,
     cron_schedule="30 0 1 * *",  # after partition maintenance at 00:00 on the 1st
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Backs up (and verifies) the month that just closed.",
 )
 def event_log_backups_monthly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
@@ -306,6 +307,7 @@ full_backup_weekly = dg.ScheduleDefinition(
     job=full_backup_job,
     cron_schedule="0 3 * * 0",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Weekly full backup (Sunday 03:00 UTC) with verification and PITR report.",
 )
 

@@ -214,6 +214,7 @@ event_log_partitions_job = dg.define_asset_job(
 event_log_partitions_monthly_schedule = dg.build_schedule_from_partitioned_job(
     event_log_partitions_job, name="event_log_partitions_monthly_schedule",
     minute_of_hour=0, hour_of_day=0, day_of_month=1,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="The seed's pg_cron `0 0 1 * *` (UTC): materializes the newest month (premake months ahead).",
 )
 
@@ -225,7 +226,7 @@ def premake_window_keys(now: datetime) -> list[str]:
 
 @dg.schedule(
     name="event_log_partitions_daily_schedule", job=event_log_partitions_job, cron_schedule="5 0 * * *",
-    execution_timezone="UTC",
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily 00:05 UTC: one run over the lookback..premake months, so a quiet table still gets its "
                 "future months and a missed month is made up the next day.",
 )
@@ -293,6 +294,7 @@ def _default_fingerprint(postgres: PostgresResource) -> tuple[int, str]:
 
 
 @dg.sensor(job=event_log_default_rehoming_job, minimum_interval_seconds=300,
+           default_status=dg.DefaultSensorStatus.RUNNING,
            description="Rows in event_logs_default ask for one rehoming run per distinct content; "
                        "if the rows are still there an hour later, it asks again.")
 def event_log_default_rows_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
