@@ -9,6 +9,7 @@ from pydantic import Field
 from ..lifecycle import ArchivePolicy, Throttle, archive_destroyed_bodies, parse_age, plan_archive, unarchive_bodies
 from ..lifecycle.archive import DEFAULT_THROTTLE
 from ..resources import PostgresResource
+from ..timeutil import add_months
 from .common import MAINTENANCE_POOL, MONTHLY
 
 ASSET_KEY = "destroyed_bodies_archive"
@@ -29,13 +30,17 @@ class ArchiveConfig(dg.Config):
         return ArchivePolicy(older_than=parse_age(self.older_than), throttle=throttle, tablespace=self.tablespace)
 
 
-def partition_month(context) -> date:
-    return context.partition_time_window.start.date()
+def partition_months(context) -> tuple[date, date]:
+    """First and last month of the run: one partition, or a range when a backfill runs as one run."""
+    window = context.partition_time_window
+    return window.start.date(), add_months(window.end.date(), -1)
 
 
 @dg.asset(
     key=ASSET_KEY,
     partitions_def=MONTHLY,
+    # A backfill of many months runs once, in full batches, instead of once per month.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     pool=MAINTENANCE_POOL,
     group_name="lifecycle",
     kinds={"postgres"},
@@ -46,17 +51,17 @@ def partition_month(context) -> date:
 )
 def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
                              postgres: PostgresResource) -> dg.MaterializeResult:
-    month = partition_month(context)
+    month, through = partition_months(context)
     policy = config.policy()
     with postgres.connect(purpose="archive") as conn:
         if config.dry_run:
-            plan = plan_archive(conn, month, policy)
+            plan = plan_archive(conn, month, policy, through=through)
             return dg.MaterializeResult(
                 metadata={"dry_run": True, "rows_to_move": plan.candidates, "plan": dg.MetadataValue.md(plan.as_markdown())},
                 check_results=[dg.AssetCheckResult(check_name=CONSERVED_CHECK, passed=True,
                                                    metadata={"dry_run": True})],
             )
-        report = archive_destroyed_bodies(conn, month, policy, progress=context.log.info)
+        report = archive_destroyed_bodies(conn, month, policy, progress=context.log.info, through=through)
     log = report.log
     context.log.info("archived %d rows of %s in %d batches (%.0f rows/s); %d remain",
                      log.moved, month, log.batches, log.per_s, report.rows_remaining)

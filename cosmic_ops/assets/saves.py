@@ -12,8 +12,7 @@ from ..lifecycle.saves import (
 )
 from ..lifecycle.policy import MonthScope
 from ..resources import PostgresResource
-from ..timeutil import month_bounds_utc
-from .archive import due_months, partition_month
+from .archive import due_months, partition_months
 from .common import MAINTENANCE_POOL, MONTHLY
 
 ASSET_KEY = "compressed_saves"
@@ -36,6 +35,8 @@ class CompressConfig(dg.Config):
 @dg.asset(
     key=ASSET_KEY,
     partitions_def=MONTHLY,
+    # A backfill of many months runs once, in full batches, instead of once per month.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     pool=MAINTENANCE_POOL,
     group_name="lifecycle",
     kinds={"postgres"},
@@ -44,17 +45,17 @@ class CompressConfig(dg.Config):
 )
 def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
                      postgres: PostgresResource) -> dg.MaterializeResult:
-    month = partition_month(context)
+    month, through = partition_months(context)
     policy = config.policy()
     with postgres.connect(purpose="compress-saves") as conn:
         if config.dry_run:
-            scope = MonthScope.of(month, policy.inactive_for)
+            scope = MonthScope.of(month, policy.inactive_for, through=through)
             due = select_candidates(conn, scope)
             plan = (f"**pack saves** updated in {scope.describe()}: {len(due)} saves, "
                     f"{policy.throttle.batch_size} per transaction, codec {policy.codec.name} level {policy.codec.level}")
             return dg.MaterializeResult(metadata={"dry_run": True, "saves_to_pack": len(due),
                                                   "plan": dg.MetadataValue.md(plan)})
-        report = compress_inactive_saves(conn, month, policy, progress=context.log.info)
+        report = compress_inactive_saves(conn, month, policy, progress=context.log.info, through=through)
     log = report.log
     context.log.info("packed %d saves of %s (%d rows, %.2fx)", log.moved, month, report.rows_folded, report.ratio)
     return dg.MaterializeResult(metadata={
@@ -77,7 +78,7 @@ def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
                 description="No save of the month holds both live rows and a compressed state.")
 def no_save_has_rows_and_compressed_state(context: dg.AssetCheckExecutionContext,
                                           postgres: PostgresResource) -> dg.AssetCheckResult:
-    lower, upper = month_bounds_utc(partition_month(context))
+    lower, upper = (context.partition_time_window.start, context.partition_time_window.end)
     with postgres.connect(purpose="check-saves") as conn:
         both = saves_with_rows_and_state(conn, lower, upper)
     return dg.AssetCheckResult(passed=not both, metadata={"saves_with_both": len(both),
@@ -89,7 +90,7 @@ def no_save_has_rows_and_compressed_state(context: dg.AssetCheckExecutionContext
                             "their stored checksum and row counts.")
 def compressed_saves_checksums_match(context: dg.AssetCheckExecutionContext,
                                      postgres: PostgresResource) -> dg.AssetCheckResult:
-    lower, upper = month_bounds_utc(partition_month(context))
+    lower, upper = (context.partition_time_window.start, context.partition_time_window.end)
     with postgres.connect(purpose="check-saves") as conn:
         sample, total = sample_packed_saves(conn, lower, upper, CHECKSUM_SAMPLE)
         problems = verify_packed_saves(conn, sample)

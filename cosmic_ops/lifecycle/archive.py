@@ -31,6 +31,8 @@ class ArchivePolicy:
     older_than: timedelta = DEFAULT_OLDER_THAN
     throttle: Throttle = DEFAULT_THROTTLE
     tablespace: str | None = None
+    # Lock candidate rows and skip those a game transaction holds (never wait on the game).
+    skip_locked: bool = True
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,15 @@ def leaf_tables(conn: psycopg.Connection, table: str) -> list[str]:
 
 
 def move_statement(conn: psycopg.Connection, leaf: str, target: str, where: sql.Composable,
-                   *, stamp_archived_at: bool) -> sql.Composed:
+                   *, stamp_archived_at: bool, skip_locked: bool = True) -> sql.Composed:
     """One batch: delete up to ``%(limit)s`` rows matching ``where`` from ``leaf``, insert them into ``target``.
 
     Working on one leaf at a time lets the delete find its rows by ``ctid`` (a TID
-    scan) instead of joining the whole partitioned table on the key.
+    scan) instead of joining the whole partitioned table on the key. Without
+    ``skip_locked`` the rows are not locked first (about a third faster): a row
+    another session updates meanwhile is re-checked by the delete, fails the ctid
+    test and stays live; one locked by a running transaction makes the batch wait
+    (up to ``lock_timeout``). Either way what is inserted is exactly what was deleted.
     """
     columns = table_columns(conn, LIVE_TABLE)
     target_columns = columns + (["archived_at"] if stamp_archived_at else [])
@@ -112,8 +118,7 @@ def move_statement(conn: psycopg.Connection, leaf: str, target: str, where: sql.
     WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM {leaf}
         WHERE {where}
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED))
+        LIMIT %(limit)s{locking}))
     RETURNING {columns})
 INSERT INTO {target} ({target_columns})
 SELECT {selected} FROM moved"""
@@ -121,6 +126,7 @@ SELECT {selected} FROM moved"""
         leaf=sql.Identifier(leaf),
         target=sql.Identifier(target),
         where=where,
+        locking=sql.SQL("\n        FOR UPDATE SKIP LOCKED") if skip_locked else sql.SQL(""),
         columns=_idents(columns),
         target_columns=_idents(target_columns),
         selected=selected,
@@ -128,16 +134,20 @@ SELECT {selected} FROM moved"""
 
 
 def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.Composable, params: dict,
-                *, stamp_archived_at: bool):
+                *, stamp_archived_at: bool, skip_locked: bool = True):
     """A step for ``run_batches``: one committed batch from the first leaf of ``source`` with rows left."""
-    pending = [(leaf, move_statement(conn, leaf, target, where, stamp_archived_at=stamp_archived_at))
-               for leaf in leaf_tables(conn, source)]
+    pending = [move_statement(conn, leaf, target, where, stamp_archived_at=stamp_archived_at,
+                              skip_locked=skip_locked) for leaf in leaf_tables(conn, source)]
     end_read(conn)
 
     def one_batch() -> int | None:
         while pending:
             with own_transaction(conn):
-                moved = conn.execute(pending[0][1], params).rowcount
+                # A batch lost to a server crash simply was not moved (delete and insert
+                # commit together), so the batch need not wait for its WAL flush; game
+                # commits then share fewer fsyncs with maintenance.
+                conn.execute("SET LOCAL synchronous_commit = off")
+                moved = conn.execute(pending[0], params).rowcount
             if moved < params["limit"]:
                 pending.pop(0)  # a short batch found the last rows of this leaf
             if moved:
@@ -187,9 +197,9 @@ def _tablespace_statements(conn: psycopg.Connection, tablespace: str) -> list[sq
 
 
 def plan_archive(conn: psycopg.Connection, month: date, policy: ArchivePolicy = ArchivePolicy(),
-                 *, now: datetime | None = None) -> ArchivePlan:
-    """What archiving ``month`` would do; reads only."""
-    scope = MonthScope.of(month, policy.older_than, now)
+                 *, now: datetime | None = None, through: date | None = None) -> ArchivePlan:
+    """What archiving ``month`` (.. ``through``) would do; reads only."""
+    scope = MonthScope.of(month, policy.older_than, now, through=through)
     live, _ = scope_counts(conn, scope)
     plan = ArchivePlan(scope=scope, candidates=live)
     if policy.tablespace and archive_tablespace(conn) != policy.tablespace:
@@ -197,7 +207,8 @@ def plan_archive(conn: psycopg.Connection, month: date, policy: ArchivePolicy = 
             plan.actions.append(Action("move archive", f"to tablespace {policy.tablespace}",
                                        statement.as_string(conn)))
     for leaf in leaf_tables(conn, LIVE_TABLE):
-        statement = move_statement(conn, leaf, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE, stamp_archived_at=True)
+        statement = move_statement(conn, leaf, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE, stamp_archived_at=True,
+                                   skip_locked=policy.skip_locked)
         plan.actions.append(Action(
             "archive batches",
             f"{leaf}: batches of at most {policy.throttle.batch_size} rows, each committed; pause "
@@ -228,17 +239,19 @@ def archive_destroyed_bodies(
     now: datetime | None = None,
     progress: ProgressCallback | None = None,
     max_batches: int | None = None,
+    through: date | None = None,
 ) -> ArchiveReport:
-    """Move destroyed bodies of ``month`` (older than the policy) to the archive, batch by batch.
+    """Move destroyed bodies of ``month`` (.. ``through``), older than the policy, to the archive.
 
-    ``conn`` must not be in a transaction; every batch commits on its own.
+    Batch by batch: ``conn`` must not be in a transaction; every batch commits on its own.
     """
-    scope = MonthScope.of(month, policy.older_than, now)
+    scope = MonthScope.of(month, policy.older_than, now, through=through)
     with maintenance_lock(conn, LOCK_SCOPE):
         moved_tablespace = bool(policy.tablespace) and ensure_archive_tablespace(conn, policy.tablespace)
         before = sum(scope_counts(conn, scope))
         one_batch = batch_mover(conn, LIVE_TABLE, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE,
-                                _scope_params(scope, policy.throttle.batch_size), stamp_archived_at=True)
+                                _scope_params(scope, policy.throttle.batch_size), stamp_archived_at=True,
+                                skip_locked=policy.skip_locked)
         log = run_batches(one_batch, policy.throttle, BatchLog(unit="rows"), progress=progress,
                           max_batches=max_batches)
         live, archived = scope_counts(conn, scope)

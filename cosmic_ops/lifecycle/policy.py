@@ -30,7 +30,10 @@ def parse_age(text: str) -> timedelta:
 
 @dataclass(frozen=True)
 class MonthScope:
-    """Rows whose timestamp falls in ``[lower, upper)``: the month, cut at the policy's age."""
+    """Rows whose timestamp falls in ``[lower, upper)``: whole months, cut at the policy's age.
+
+    Usually one month (a partition); a range of months when a backfill runs as one run.
+    """
 
     month: date
     lower: datetime
@@ -41,9 +44,15 @@ class MonthScope:
         return self.upper <= self.lower
 
     @classmethod
-    def of(cls, month: date, older_than: timedelta, now: datetime | None = None) -> "MonthScope":
+    def of(cls, month: date, older_than: timedelta, now: datetime | None = None,
+           *, through: date | None = None) -> "MonthScope":
+        """Months ``month`` .. ``through`` (inclusive; default: just ``month``), older than ``older_than``."""
         now = now or datetime.now(timezone.utc)
         lower, month_end = month_bounds_utc(month)
+        if through is not None:
+            if through < month:
+                raise ValueError(f"month range ends ({through}) before it starts ({month})")
+            month_end = month_bounds_utc(through)[1]
         return cls(month=lower.date(), lower=lower, upper=max(lower, min(month_end, now - older_than)))
 
     def describe(self) -> str:

@@ -1,13 +1,16 @@
 """Inactive saves packed into ``game_saves.compressed_state``, and rehydrated exactly.
 
 A save's rows (``celestial_bodies``, ``save_resources``, ``save_research``) become
-one document: per table the column names and each row in PostgreSQL's own record
-text form (``t::text``), which casts back to the row type losslessly (floats print
-shortest-exact, timestamps with microseconds and offset, jsonb and numeric as
-written, NULL distinct from empty). PostgreSQL builds the text set-based per
-batch; Python compresses it (zstd or zlib), decompresses it again and checks
-sha256 and row counts, and only then the rows are deleted -- all in the batch's
-transaction, so a failure or kill rolls everything back.
+one JSON document, column by column: each value in PostgreSQL's own text form
+(floats print shortest-exact, jsonb and numeric as stored, NULL distinct from
+empty), timestamps as microseconds since the epoch. Rehydration rebuilds each row
+as record text and casts it back to the row type, so values and types come back
+identical. PostgreSQL reads the rows set-based per batch; Python compresses them
+(zstd or zlib), decompresses again and checks the sha256 before the rows are
+deleted, and the delete must remove exactly the tuple versions that were read --
+all in the batch's one transaction, so any failure or kill rolls everything back.
+The save rows are locked (``FOR UPDATE SKIP LOCKED``) and re-checked, so a save
+that changed after it was selected is left alone.
 """
 
 from __future__ import annotations
@@ -358,9 +361,10 @@ def compress_inactive_saves(
     now: datetime | None = None,
     progress: ProgressCallback | None = None,
     max_batches: int | None = None,
+    through: date | None = None,
 ) -> CompressReport:
-    """Pack every due save of ``month``, batch by batch (each batch one transaction)."""
-    scope = MonthScope.of(month, policy.inactive_for, now)
+    """Pack every due save of ``month`` (.. ``through``), batch by batch (each batch one transaction)."""
+    scope = MonthScope.of(month, policy.inactive_for, now, through=through)
     report = CompressReport(scope=scope, log=BatchLog(unit="saves"))
     with maintenance_lock(conn, LOCK_SCOPE):
         skipped: set[int] = set()
@@ -372,7 +376,14 @@ def compress_inactive_saves(
             pending = [s for s in due if s[0] not in skipped][: policy.throttle.batch_size]
             if not pending:
                 return None
-            packed = compress_batch(conn, pending, policy.codec, report)
+            try:
+                packed = compress_batch(conn, pending, policy.codec, report)
+            except SaveVerificationFailed as exc:
+                # The batch rolled back whole; its saves wait for the next run.
+                if progress:
+                    progress(f"batch skipped: {exc}")
+                report.skipped_changed += len(pending)
+                packed = []
             skipped.update({save_id for save_id, _ in pending} - set(packed))
             return len(packed)
 

@@ -206,3 +206,27 @@ def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
             rehydrate_save(conn, save_id)
         conn.commit()
         assert _save_rows(conn, due) == before
+
+
+def test_a_row_changed_while_packing_rolls_the_batch_back(new_database):
+    from cosmic_ops.lifecycle.saves import _delete_rows, _lock_unchanged, _set_text_settings, pack_saves
+
+    load_demo(new_database, seed=19)
+    with db.connect(new_database) as conn:
+        month = inactive_save_months(conn)[0]
+        selected = select_candidates(conn, MonthScope.of(month, timedelta(days=7)), 2)
+        conn.commit()
+        ids = [s[0] for s in selected]
+        with pytest.raises(SaveVerificationFailed, match="changed while being packed"):
+            with conn.transaction():
+                _set_text_settings(conn)
+                assert _lock_unchanged(conn, selected) == ids
+                packs, _ = pack_saves(conn, ids, Codec())
+                with psycopg.connect(new_database, autocommit=True) as game:
+                    game.execute("UPDATE save_resources SET amount = amount + 1 "
+                                 "WHERE save_id = %s AND resource_type = 'metal'", (ids[1],))
+                _delete_rows(conn, packs)
+        assert _packed_ids(conn) == []
+        after = _save_rows(conn, ids)
+        assert all(after.values())
+        assert len(after["save_resources"]) == 16
