@@ -400,7 +400,8 @@ def our_compress(policy: SavePolicy) -> Callable[[str], int]:
     def work(url: str) -> int:
         with db.connect(url) as conn:
             months = due_months(conn, "game_saves", DUE_SAVES)
-            report = compress_inactive_saves(conn, months[0], policy, through=months[-1])
+            report = compress_inactive_saves(conn, months[0], policy, through=months[-1],
+                                             open_worker=lambda: db.connect(url))
         return report.log.moved
     return work
 
@@ -476,18 +477,20 @@ def main() -> None:
         ]
         archive_runs[0].name = "seed archive (1 transaction)"
         archive_runs[1].name = (f"ours default ({throttle.batch_size}/batch, "
-                                f"{throttle.pause_s * 1000:.0f} ms pause)")
+                                f"cap {throttle.max_rows_per_s or 0:.0f} rows/s)")
         archive_runs[2].name = "ours unthrottled (50000/batch, no lock)"
         print_archive(archive_runs, rate)
 
         compress_runs = [
             run_compress(server, base, "seed_pack", seed_compress),
+            run_compress(server, base, "ours_pack1", our_compress(SavePolicy(workers=1))),
             run_compress(server, base, "ours_pack", our_compress(SavePolicy())),
         ]
         compress_runs[0].name = "seed loop + JSONB baseline"
         policy = SavePolicy()
-        compress_runs[1].name = (f"ours ({policy.codec.name}-{policy.codec.level}, "
-                                 f"{policy.throttle.batch_size} saves/tx)")
+        compress_runs[1].name = "ours, 1 session"
+        compress_runs[2].name = (f"ours ({policy.codec.name}-{policy.codec.level}, "
+                                 f"{policy.throttle.batch_size} saves/tx, {policy.workers} sessions)")
         print_compress(compress_runs)
     finally:
         server.drop_all()

@@ -5,9 +5,10 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from .. import db
 from ..lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, parse_age, rehydrate_save
 from ..lifecycle.saves import (
-    DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, sample_packed_saves, saves_with_rows_and_state, select_candidates,
+    DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, DEFAULT_WORKERS, sample_packed_saves, saves_with_rows_and_state, select_candidates,
     verify_packed_saves,
 )
 from ..lifecycle.policy import MonthScope
@@ -25,11 +26,13 @@ class CompressConfig(dg.Config):
     level: int = Field(default=DEFAULT_CODEC.level, description="compression level of the codec")
     saves_per_batch: int = Field(default=DEFAULT_SAVES_PER_BATCH, description="saves packed per transaction")
     pause_s: float = Field(default=0.0, description="pause between batches, seconds")
+    workers: int = Field(default=DEFAULT_WORKERS, description="sessions packing batches side by side")
     dry_run: bool = Field(default=False, description="report the saves that would be packed, change nothing")
 
     def policy(self) -> SavePolicy:
         return SavePolicy(inactive_for=parse_age(self.inactive_for), codec=Codec(self.codec, self.level),
-                          throttle=Throttle(batch_size=self.saves_per_batch, pause_s=self.pause_s))
+                          throttle=Throttle(batch_size=self.saves_per_batch, pause_s=self.pause_s),
+                          workers=self.workers)
 
 
 @dg.asset(
@@ -55,7 +58,11 @@ def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
                     f"{policy.throttle.batch_size} per transaction, codec {policy.codec.name} level {policy.codec.level}")
             return dg.MaterializeResult(metadata={"dry_run": True, "saves_to_pack": len(due),
                                                   "plan": dg.MetadataValue.md(plan)})
-        report = compress_inactive_saves(conn, month, policy, progress=context.log.info, through=through)
+        report = compress_inactive_saves(
+            conn, month, policy, progress=context.log.info, through=through,
+            open_worker=lambda: db.connect(postgres.conninfo(), application_name="cosmic_ops:compress-saves",
+                                           lock_timeout=postgres.lock_timeout,
+                                           statement_timeout=postgres.statement_timeout))
     log = report.log
     context.log.info("packed %d saves of %s (%d rows, %.2fx)", log.moved, month, report.rows_folded, report.ratio)
     return dg.MaterializeResult(metadata={
@@ -70,6 +77,7 @@ def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
         "skipped_changed": report.skipped_changed,
         "saves_remaining": report.saves_remaining,
         "codec": f"{policy.codec.name}-{policy.codec.level}",
+        "workers": policy.workers,
         "scope": report.scope.describe(),
     })
 

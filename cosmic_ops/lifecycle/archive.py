@@ -9,7 +9,7 @@ workers (or a game transaction holding a row) from blocking each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Sequence
 
 import psycopg
@@ -23,7 +23,7 @@ ARCHIVE_TABLE = "celestial_bodies_archive"
 LOCK_SCOPE = "celestial_bodies_archive"
 DEFAULT_OLDER_THAN = timedelta(days=30)
 # Default pacing, chosen with bench/bench_lifecycle.py: see its report.
-DEFAULT_THROTTLE = Throttle(batch_size=2_000, pause_s=0.02)
+DEFAULT_THROTTLE = Throttle(batch_size=1_000, pause_s=0.0, max_rows_per_s=60_000)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,11 @@ def move_statement(conn: psycopg.Connection, leaf: str, target: str, where: sql.
     """One batch: delete up to ``%(limit)s`` rows matching ``where`` from ``leaf``, insert them into ``target``.
 
     Working on one leaf at a time lets the delete find its rows by ``ctid`` (a TID
-    scan) instead of joining the whole partitioned table on the key. Without
+    scan) instead of joining the whole partitioned table on the key. Rows are taken
+    in ``updated_at`` order from ``%(after)s`` on (keyset paging): an index scan that
+    stops after ``limit`` rows and never revisits what earlier batches moved (a plain
+    ``LIMIT`` makes PostgreSQL scan from the table's start through every dead row of
+    the batches before). Returns the rows moved and the last ``updated_at``. Without
     ``skip_locked`` the rows are not locked first (about a third faster): a row
     another session updates meanwhile is re-checked by the delete, fails the ctid
     test and stays live; one locked by a running transaction makes the batch wait
@@ -117,11 +121,15 @@ def move_statement(conn: psycopg.Connection, leaf: str, target: str, where: sql.
     DELETE FROM {leaf}
     WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM {leaf}
-        WHERE {where}
+        WHERE {where} AND updated_at >= %(after)s
+        ORDER BY updated_at
         LIMIT %(limit)s{locking}))
-    RETURNING {columns})
-INSERT INTO {target} ({target_columns})
-SELECT {selected} FROM moved"""
+    RETURNING {columns}),
+stored AS (
+    INSERT INTO {target} ({target_columns})
+    SELECT {selected} FROM moved
+    RETURNING 1)
+SELECT (SELECT count(*) FROM stored), (SELECT max(updated_at) FROM moved)"""
     ).format(
         leaf=sql.Identifier(leaf),
         target=sql.Identifier(target),
@@ -139,6 +147,8 @@ def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.C
     pending = [move_statement(conn, leaf, target, where, stamp_archived_at=stamp_archived_at,
                               skip_locked=skip_locked) for leaf in leaf_tables(conn, source)]
     end_read(conn)
+    start = datetime(1, 1, 1, tzinfo=timezone.utc)
+    cursor = {"after": start}
 
     def one_batch() -> int | None:
         while pending:
@@ -147,9 +157,12 @@ def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.C
                 # commit together), so the batch need not wait for its WAL flush; game
                 # commits then share fewer fsyncs with maintenance.
                 conn.execute("SET LOCAL synchronous_commit = off")
-                moved = conn.execute(pending[0], params).rowcount
+                moved, last = conn.execute(pending[0], {**params, **cursor}).fetchone()
             if moved < params["limit"]:
                 pending.pop(0)  # a short batch found the last rows of this leaf
+                cursor["after"] = start
+            else:
+                cursor["after"] = last  # inclusive: rows sharing the last timestamp may remain
             if moved:
                 return moved
         return None

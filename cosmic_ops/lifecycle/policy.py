@@ -108,6 +108,13 @@ class BatchLog:
     def finish(self) -> None:
         self.finished = time.monotonic()
 
+    def absorb(self, other: "BatchLog") -> None:
+        """Add the batches another worker logged during this run."""
+        self.batches += other.batches
+        self.moved += other.moved
+        self.busy_s += other.busy_s
+        self.longest_batch_s = max(self.longest_batch_s, other.longest_batch_s)
+
     @property
     def elapsed_s(self) -> float:
         return (self.finished or time.monotonic()) - self.started

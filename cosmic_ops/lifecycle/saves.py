@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
+import queue
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import psycopg
 import zstandard
@@ -74,6 +75,7 @@ class Codec:
 
 DEFAULT_CODEC = Codec("zstd", 6)
 DEFAULT_SAVES_PER_BATCH = 200
+DEFAULT_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,13 @@ class SavePolicy:
     inactive_for: timedelta = DEFAULT_INACTIVE_FOR
     codec: Codec = DEFAULT_CODEC
     throttle: Throttle = Throttle(batch_size=DEFAULT_SAVES_PER_BATCH)
+    # Sessions packing batches side by side (each batch still one transaction); more
+    # than one needs a way to open sessions (``open_worker``).
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
 
 
 @dataclass
@@ -97,6 +106,11 @@ class CompressReport:
     @property
     def ratio(self) -> float:
         return self.bytes_before / self.bytes_after if self.bytes_after else 0.0
+
+    def absorb(self, other: "CompressReport") -> None:
+        self.log.absorb(other.log)
+        for name in ("rows_folded", "bytes_before", "bytes_after", "document_bytes", "skipped_changed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -353,6 +367,67 @@ def compress_batch(conn: psycopg.Connection, selected: Sequence[tuple[int, datet
     return save_ids
 
 
+def _pack_or_skip(conn: psycopg.Connection, batch: Sequence[tuple[int, datetime]], codec: Codec,
+                  report: CompressReport, progress: ProgressCallback | None) -> list[int]:
+    try:
+        return compress_batch(conn, batch, codec, report)
+    except SaveVerificationFailed as exc:
+        # The batch rolled back whole; its saves wait for the next run.
+        if progress:
+            progress(f"batch skipped: {exc}")
+        report.skipped_changed += len(batch)
+        return []
+
+
+def _compress_one_session(conn: psycopg.Connection, scope: MonthScope, policy: SavePolicy, report: CompressReport,
+                          progress: ProgressCallback | None, max_batches: int | None) -> None:
+    skipped: set[int] = set()
+
+    def one_batch() -> int | None:
+        # Saves found changed or locked are left for a later run, so the loop ends.
+        due = select_candidates(conn, scope, policy.throttle.batch_size + len(skipped))
+        end_read(conn)
+        pending = [s for s in due if s[0] not in skipped][: policy.throttle.batch_size]
+        if not pending:
+            return None
+        packed = _pack_or_skip(conn, pending, policy.codec, report, progress)
+        skipped.update({save_id for save_id, _ in pending} - set(packed))
+        return len(packed)
+
+    run_batches(one_batch, policy.throttle, report.log, progress=progress, max_batches=max_batches)
+
+
+def _compress_in_parallel(conns: list[psycopg.Connection], scope: MonthScope, policy: SavePolicy,
+                          report: CompressReport, progress: ProgressCallback | None, max_batches: int | None) -> None:
+    """Hand disjoint batches of the due saves to several sessions: one packs while another waits on I/O."""
+    due = select_candidates(conns[0], scope)
+    end_read(conns[0])
+    size = policy.throttle.batch_size
+    batches: queue.SimpleQueue = queue.SimpleQueue()
+    for number, start in enumerate(range(0, len(due), size)):
+        if max_batches is not None and number >= max_batches:
+            break
+        batches.put(due[start:start + size])
+
+    def work(conn: psycopg.Connection) -> CompressReport:
+        mine = CompressReport(scope=scope, log=BatchLog(unit="saves"))
+
+        def one_batch() -> int | None:
+            try:
+                batch = batches.get_nowait()
+            except queue.Empty:
+                return None
+            return len(_pack_or_skip(conn, batch, policy.codec, mine, progress))
+
+        run_batches(one_batch, policy.throttle, mine.log, progress=progress)
+        return mine
+
+    with ThreadPoolExecutor(max_workers=len(conns), thread_name_prefix="compress-saves") as pool:
+        for mine in pool.map(work, conns):
+            report.absorb(mine)
+    report.log.finish()
+
+
 def compress_inactive_saves(
     conn: psycopg.Connection,
     month: date,
@@ -362,32 +437,24 @@ def compress_inactive_saves(
     progress: ProgressCallback | None = None,
     max_batches: int | None = None,
     through: date | None = None,
+    open_worker: Callable[[], psycopg.Connection] | None = None,
 ) -> CompressReport:
-    """Pack every due save of ``month`` (.. ``through``), batch by batch (each batch one transaction)."""
+    """Pack every due save of ``month`` (.. ``through``), batch by batch (each batch one transaction).
+
+    With ``policy.workers`` > 1, ``open_worker`` opens the extra sessions (closed at the end).
+    """
     scope = MonthScope.of(month, policy.inactive_for, now, through=through)
     report = CompressReport(scope=scope, log=BatchLog(unit="saves"))
     with maintenance_lock(conn, LOCK_SCOPE):
-        skipped: set[int] = set()
-
-        def one_batch() -> int | None:
-            # Saves found changed or locked are left for a later run, so the loop ends.
-            due = select_candidates(conn, scope, policy.throttle.batch_size + len(skipped))
-            end_read(conn)
-            pending = [s for s in due if s[0] not in skipped][: policy.throttle.batch_size]
-            if not pending:
-                return None
-            try:
-                packed = compress_batch(conn, pending, policy.codec, report)
-            except SaveVerificationFailed as exc:
-                # The batch rolled back whole; its saves wait for the next run.
-                if progress:
-                    progress(f"batch skipped: {exc}")
-                report.skipped_changed += len(pending)
-                packed = []
-            skipped.update({save_id for save_id, _ in pending} - set(packed))
-            return len(packed)
-
-        run_batches(one_batch, policy.throttle, report.log, progress=progress, max_batches=max_batches)
+        extra = [open_worker() for _ in range(policy.workers - 1)] if open_worker else []
+        try:
+            if extra:
+                _compress_in_parallel([conn, *extra], scope, policy, report, progress, max_batches)
+            else:
+                _compress_one_session(conn, scope, policy, report, progress, max_batches)
+        finally:
+            for worker in extra:
+                worker.close()
         report.saves_remaining = len(select_candidates(conn, scope))
         end_read(conn)
     return report

@@ -85,7 +85,11 @@ def test_round_trip_restores_every_row_exactly(demo_db):
         before = _save_rows(conn, due)
         assert all(before.values()) and any("Ke" in row for row in before["celestial_bodies"])
 
-        reports = [compress_inactive_saves(conn, m, SavePolicy(throttle=Throttle(batch_size=16))) for m in months]
+        # Every third month with two sessions side by side, then the rest as one range in one session.
+        reports = [compress_inactive_saves(conn, m, SavePolicy(throttle=Throttle(batch_size=16), workers=2),
+                                           open_worker=lambda: db.connect(demo_db)) for m in months[::3]]
+        reports += [compress_inactive_saves(conn, months[1], SavePolicy(throttle=Throttle(batch_size=16)),
+                                            through=months[-1])]
         assert sum(r.log.moved for r in reports) == len(due) == len(_packed_ids(conn))
         assert sum(r.rows_folded for r in reports) == sum(len(v) for v in before.values())
         assert all(not v for v in _save_rows(conn, due).values())
