@@ -102,13 +102,21 @@ def due_months(moment: datetime, age: timedelta) -> list[str]:
     return keys
 
 
-@dg.schedule(name="destroyed_bodies_archive_nightly", job=archive_job, cron_schedule="0 1 * * *",
-             execution_timezone="UTC",
-             description="Nightly at 01:00 UTC, after partition maintenance (00:05): the months newly due.")
-def destroyed_bodies_archive_nightly(context: dg.ScheduleEvaluationContext):
-    moment = context.scheduled_execution_time
-    for key in due_months(moment, parse_age(ArchiveConfig().older_than)):
-        yield dg.RunRequest(run_key=f"{key}@{moment:%Y-%m-%d}", partition_key=key)
+def nightly_schedule(name: str, job, cron: str, age: timedelta, description: str) -> dg.ScheduleDefinition:
+    """A nightly schedule requesting the month partitions whose rows became due (older than ``age``)."""
+
+    @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone="UTC", description=description)
+    def _nightly(context: dg.ScheduleEvaluationContext):
+        moment = context.scheduled_execution_time
+        for key in due_months(moment, age):
+            yield dg.RunRequest(run_key=f"{key}@{moment:%Y-%m-%d}", partition_key=key)
+
+    return _nightly
+
+
+destroyed_bodies_archive_nightly = nightly_schedule(
+    "destroyed_bodies_archive_nightly", archive_job, "0 1 * * *", parse_age(ArchiveConfig().older_than),
+    "Nightly at 01:00 UTC, after partition maintenance (00:05): the months newly due.")
 
 
 class UnarchiveConfig(dg.Config):

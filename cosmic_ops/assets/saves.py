@@ -13,7 +13,7 @@ from ..lifecycle.saves import (
 )
 from ..lifecycle.policy import MonthScope
 from ..resources import PostgresResource
-from .archive import due_months, partition_months
+from .archive import nightly_schedule, partition_months
 from .common import MAINTENANCE_POOL, MONTHLY
 
 ASSET_KEY = "compressed_saves"
@@ -110,19 +110,17 @@ def compressed_saves_checksums_match(context: dg.AssetCheckExecutionContext,
 compress_job = dg.define_asset_job("compressed_saves_job", selection=[ASSET_KEY])
 
 
-@dg.schedule(name="compressed_saves_nightly", job=compress_job, cron_schedule="30 1 * * *",
-             execution_timezone="UTC",
-             description="Nightly at 01:30 UTC, after partition maintenance (00:05) and the archive (01:00).")
-def compressed_saves_nightly(context: dg.ScheduleEvaluationContext):
-    moment = context.scheduled_execution_time
-    for key in due_months(moment, parse_age(CompressConfig().inactive_for)):
-        yield dg.RunRequest(run_key=f"{key}@{moment:%Y-%m-%d}", partition_key=key)
+compressed_saves_nightly = nightly_schedule(
+    "compressed_saves_nightly", compress_job, "30 1 * * *", parse_age(CompressConfig().inactive_for),
+    "Nightly at 01:30 UTC, after partition maintenance (00:05) and the archive (01:00).")
 
 
 class RehydrateConfig(dg.Config):
     save_ids: list[int] = Field(description="saves to unpack (their players came back)")
 
 
+# Not in the maintenance pool: a returning player must not wait for the nightly jobs;
+# the save row lock (FOR UPDATE) is all the coordination a rehydration needs.
 @dg.op
 def rehydrate_saves_op(context: dg.OpExecutionContext, config: RehydrateConfig, postgres: PostgresResource) -> int:
     restored_rows = 0

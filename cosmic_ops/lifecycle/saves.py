@@ -85,7 +85,7 @@ class SavePolicy:
     throttle: Throttle = Throttle(batch_size=DEFAULT_SAVES_PER_BATCH)
     # Sessions packing batches side by side (each batch still one transaction); more
     # than one needs a way to open sessions (``open_worker``).
-    workers: int = 1
+    workers: int = DEFAULT_WORKERS
 
     def __post_init__(self) -> None:
         if self.workers < 1:
