@@ -136,7 +136,7 @@ def run_maintenance(
     """Plan on an autocommit session, then (unless dry run) apply under the tables' maintenance
     locks. A busy lock fails the run with the holder's name: it never passes as success."""
     lock_wait_s = monitoring.parse_duration(config.lock_wait)
-    with postgres.connect(autocommit=True, purpose=f"maintenance run {context.run_id[:8]}") as conn:
+    with postgres.connect(autocommit=True, purpose=f"maintenance run {context.run.run_id[:8]}") as conn:
         actions = plan(conn)
         metadata: dict[str, Any] = {
             "plan": dg.MetadataValue.md(monitoring.plan_markdown(conn, actions)),
