@@ -158,6 +158,11 @@ class Server:
         self.created.append(name)
         return self.url(name)
 
+    def drop(self, name: str) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.created.remove(name)
+
     def drop_all(self) -> None:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             for name in reversed(self.created):
@@ -187,9 +192,13 @@ def due_months(conn: psycopg.Connection, table: str, where: str):
     return [r[0] for r in rows]
 
 
-def scalar(url: str, query: str):
+def scalar(url: str, query: str | sql.Composable):
     with psycopg.connect(url) as conn:
-        return conn.execute(sql.SQL(query)).fetchone()[0]
+        return conn.execute(sql.SQL(query) if isinstance(query, str) else query).fetchone()[0]
+
+
+def count_due(table: str, due: str) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), sql.SQL(due))
 
 
 # --- pgbench --------------------------------------------------------------------------------
@@ -280,7 +289,7 @@ def run_archive(server: Server, base: str, name: str, players: int, bodies: int,
         idle = workload.latencies("idle")
         # WAL of the workload alone, per second, to leave it out of the archive's figure.
         workload_wal_per_s = (wal_lsn(url) - wal0) / idle_s
-        due = scalar(url, f"SELECT count(*) FROM celestial_bodies WHERE {DUE_BODIES}")
+        due = scalar(url, count_due("celestial_bodies", DUE_BODIES))
         # pgbench writes its log only when it exits normally, so it runs a fixed time that
         # covers the archive; latencies are taken from transactions that ended during it.
         bench = workload.start(during_s, "during")
@@ -299,11 +308,12 @@ def run_archive(server: Server, base: str, name: str, players: int, bodies: int,
         return ArchiveRun(name, moved, ended - started, max(0, int(archive_wal)), idle, during)
     finally:
         workload.cleanup()
+        server.drop(f"{base}_{name}")
 
 
 def seed_archive(url: str) -> int:
     with db.connect(url) as conn:
-        due = conn.execute(sql.SQL("SELECT count(*) FROM celestial_bodies WHERE " + DUE_BODIES)).fetchone()[0]
+        due = conn.execute(count_due("celestial_bodies", DUE_BODIES)).fetchone()[0]
         conn.commit()
         conn.execute("SELECT archive_destroyed_celestial_bodies()")
         conn.commit()
@@ -381,6 +391,7 @@ def run_compress(server: Server, base: str, name: str, work: Callable[[str], int
         left = conn.execute("SELECT (SELECT count(*) FROM celestial_bodies c JOIN game_saves g ON g.id = c.save_id "
                             "WHERE g.compressed_state IS NOT NULL)").fetchone()[0]
         tables_after = int(conn.execute(sql.SQL(TABLES_BYTES)).fetchone()[0])
+    server.drop(f"{base}_{name}")
     if count != saves_due or packed != saves_due or left:
         raise RuntimeError(f"{name}: packed {packed}/{count} of {saves_due} due saves; {left} rows left behind")
     return CompressRun(name, packed, seconds, tuple_bytes, footprint, stored, tables_before, tables_after)
@@ -388,7 +399,7 @@ def run_compress(server: Server, base: str, name: str, work: Callable[[str], int
 
 def seed_compress(url: str) -> int:
     with db.connect(url) as conn:
-        due = conn.execute(sql.SQL("SELECT count(*) FROM game_saves WHERE " + DUE_SAVES)).fetchone()[0]
+        due = conn.execute(count_due("game_saves", DUE_SAVES)).fetchone()[0]
         conn.commit()
         conn.execute("SELECT compress_inactive_saves()")
         conn.commit()
@@ -422,6 +433,19 @@ def print_archive(runs: list[ArchiveRun], rate: int) -> None:
               f"{run.idle.mean_ms:>9.2f}{run.during.mean_ms:>9.2f}{run.during.transactions:>6}")
 
 
+def print_archive_medians(rounds: list[list[ArchiveRun]]) -> None:
+    print(f"\nArchive, medians over {len(rounds)} rounds (contenders alternate within each round)")
+    header = f"{'contender':<44}{'rows/s':>10}{'x seed':>8}{'Δp99 ms':>9}   Δp99 per round"
+    print(header)
+    print("-" * len(header))
+    for index in range(len(rounds[0])):
+        runs = [r[index] for r in rounds]
+        ratio = statistics.median(r[index].rows_per_s / r[0].rows_per_s for r in rounds)
+        deltas = [run.during.p99_ms - run.idle.p99_ms for run in runs]
+        print(f"{runs[0].name:<44}{statistics.median(r.rows_per_s for r in runs):>10.0f}{ratio:>8.2f}"
+              f"{statistics.median(deltas):>9.2f}   {' '.join(f'{d:.1f}' for d in deltas)}")
+
+
 def print_compress(runs: list[CompressRun]) -> None:
     seed = runs[0]
     print("\nPacking inactive saves (bytes: rows replaced, as tuples and as their share of table+index size, "
@@ -444,6 +468,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: small scale, short pgbench windows")
     parser.add_argument("--scale", choices=sorted(demo.SCALES), default=None)
     parser.add_argument("--rate", type=int, default=None, help="pgbench transactions per second")
+    parser.add_argument("--repeat", type=int, default=None, help="archive rounds (medians reported); default 3, quick 1")
     parser.add_argument("--reuse-base", default=None, help=argparse.SUPPRESS)  # a kept demo database, for tuning
     parser.add_argument("--idle-seconds", type=float, default=None, help="pgbench alone, for the idle latency")
     parser.add_argument("--during-seconds", type=float, default=None,
@@ -451,8 +476,9 @@ def main() -> None:
     args = parser.parse_args()
     scale = args.scale or ("small" if args.quick else "default")
     rate = args.rate or (100 if args.quick else 500)
-    idle_s = args.idle_seconds or (1 if args.quick else 15)
-    during_s = args.during_seconds or (3 if args.quick else 20)
+    idle_s = args.idle_seconds or (1 if args.quick else 12)
+    during_s = args.during_seconds or (3 if args.quick else 12)
+    args.repeat = args.repeat or (1 if args.quick else 3)
 
     server = Server(resolve_conninfo(os.environ.get("COSMIC_OPS_DATABASE_URL")))
     base = args.reuse_base or f"bench_lifecycle_{uuid.uuid4().hex[:8]}"
@@ -467,24 +493,29 @@ def main() -> None:
               f"on {db.redact(server.conninfo)}")
         unthrottled = ArchivePolicy(throttle=Throttle(batch_size=50_000, pause_s=0.0), skip_locked=False)
         throttle = DEFAULT_THROTTLE
-        archive_runs = [
-            run_archive(server, base, "seed_arch", players, bodies, rate, idle_s, during_s,
-                        seed_archive),
-            run_archive(server, base, "ours_arch_default", players, bodies, rate, idle_s, during_s,
-                        our_archive(ArchivePolicy())),
-            run_archive(server, base, "ours_arch_unthrottled", players, bodies, rate, idle_s, during_s,
-                        our_archive(unthrottled)),
+        contenders = [
+            ("seed archive (1 transaction)", seed_archive),
+            (f"ours default ({throttle.batch_size}/batch, cap {throttle.max_rows_per_s or 0:.0f} rows/s)",
+             our_archive(ArchivePolicy())),
+            ("ours unthrottled (50000/batch, no lock)", our_archive(unthrottled)),
         ]
-        archive_runs[0].name = "seed archive (1 transaction)"
-        archive_runs[1].name = (f"ours default ({throttle.batch_size}/batch, "
-                                f"cap {throttle.max_rows_per_s or 0:.0f} rows/s)")
-        archive_runs[2].name = "ours unthrottled (50000/batch, no lock)"
-        print_archive(archive_runs, rate)
+        rounds: list[list[ArchiveRun]] = []
+        for number in range(1, args.repeat + 1):
+            runs = []
+            for index, (label, work) in enumerate(contenders):
+                run = run_archive(server, base, f"arch{number}_{index}", players, bodies, rate, idle_s, during_s, work)
+                run.name = label
+                runs.append(run)
+            print(f"\n[round {number} of {args.repeat}]", end="")
+            print_archive(runs, rate)
+            rounds.append(runs)
+        if len(rounds) > 1:
+            print_archive_medians(rounds)
 
         compress_runs = [
-            run_compress(server, base, "seed_pack", seed_compress),
-            run_compress(server, base, "ours_pack1", our_compress(SavePolicy(workers=1))),
-            run_compress(server, base, "ours_pack", our_compress(SavePolicy())),
+            run_compress(server, base, "pack_seed", seed_compress),
+            run_compress(server, base, "pack_ours1", our_compress(SavePolicy(workers=1))),
+            run_compress(server, base, "pack_ours", our_compress(SavePolicy())),
         ]
         compress_runs[0].name = "seed loop + JSONB baseline"
         policy = SavePolicy()

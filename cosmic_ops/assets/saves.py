@@ -1,7 +1,5 @@
 """``compressed_saves``: monthly packing of inactive saves, its checks, the rehydrate job, nightly schedule."""
 
-from typing import Optional
-
 import dagster as dg
 from pydantic import Field
 

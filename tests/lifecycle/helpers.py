@@ -12,8 +12,9 @@ from psycopg import sql
 from cosmic_ops import db, demo, schema
 
 SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")
-LIVE_COLUMNS = ("id, save_id, body_type, name, parent_id, mass, radius, position_x, position_y, position_z, "
-                "orbital_period_s, properties, is_destroyed, destroyed_at, created_at, updated_at")
+LIVE_COLUMNS = ("id", "save_id", "body_type", "name", "parent_id", "mass", "radius", "position_x", "position_y",
+                "position_z", "orbital_period_s", "properties", "is_destroyed", "destroyed_at", "created_at",
+                "updated_at")
 
 
 def load_demo(conninfo: str, seed: int = 7) -> None:
@@ -39,11 +40,14 @@ def inactive_save_months(conn: psycopg.Connection) -> list[date]:
 
 
 def rows_as_text(conn: psycopg.Connection, table: str, where: str = "true", params=()) -> list[str]:
-    """Every row's exact text form (floats shortest-exact, timestamps in UTC), sorted."""
+    """Every row's exact text form (floats shortest-exact, timestamps in UTC), sorted.
+
+    ``where`` is a constant predicate written in the test (values go in ``params``).
+    """
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute("SET extra_float_digits = 1")
     rows = conn.execute(
-        sql.SQL("SELECT t::text FROM {} t WHERE " + where + " ORDER BY 1").format(sql.Identifier(table)), params
+        sql.SQL("SELECT t::text FROM {} t WHERE {} ORDER BY 1").format(sql.Identifier(table), sql.SQL(where)), params
     ).fetchall()
     conn.commit()
     return [r[0] for r in rows]
@@ -54,8 +58,8 @@ def archived_as_live_text(conn: psycopg.Connection, where: str = "true", params=
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute("SET extra_float_digits = 1")
     rows = conn.execute(
-        "SELECT ROW(" + LIVE_COLUMNS + ")::celestial_bodies::text FROM celestial_bodies_archive WHERE "
-        + where + " ORDER BY 1", params).fetchall()
+        sql.SQL("SELECT ROW({})::celestial_bodies::text FROM celestial_bodies_archive WHERE {} ORDER BY 1").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in LIVE_COLUMNS), sql.SQL(where)), params).fetchall()
     conn.commit()
     return [r[0] for r in rows]
 

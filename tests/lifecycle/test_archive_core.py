@@ -76,9 +76,10 @@ def test_archive_moves_exact_rows_in_bounded_batches(demo_db):
     with db.connect(demo_db) as conn:
         month = destroyed_months(conn)[1]
         scope = MonthScope.of(month, timedelta(days=30))
-        where = "is_destroyed AND updated_at >= %s AND updated_at < %s"
-        expected = rows_as_text(conn, "celestial_bodies", where, (scope.lower, scope.upper))
-        untouched = rows_as_text(conn, "celestial_bodies", "NOT (" + where + ")", (scope.lower, scope.upper))
+        expected = rows_as_text(conn, "celestial_bodies", "is_destroyed AND updated_at >= %s AND updated_at < %s",
+                                (scope.lower, scope.upper))
+        untouched = rows_as_text(conn, "celestial_bodies",
+                                 "NOT (is_destroyed AND updated_at >= %s AND updated_at < %s)", (scope.lower, scope.upper))
         progress: list[str] = []
 
         report = archive_destroyed_bodies(conn, month, SMALL_BATCHES, progress=progress.append)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 
 import psycopg
@@ -10,11 +9,10 @@ import pytest
 
 from cosmic_ops import db
 from cosmic_ops.lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, rehydrate_save
-from cosmic_ops.lifecycle.policy import MonthScope
+from cosmic_ops.lifecycle.policy import BatchLog, MonthScope
 from cosmic_ops.lifecycle.saves import (
     CompressReport, SaveVerificationFailed, compress_batch, select_candidates, verify_packed_saves,
 )
-from cosmic_ops.lifecycle.policy import BatchLog
 
 from .helpers import SAVE_TABLES, KillableWorker, inactive_save_months, load_demo, rows_as_text
 
