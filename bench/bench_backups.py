@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,6 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psycopg import sql  # noqa: E402
 
 from cosmic_ops import db, schema  # noqa: E402
 from cosmic_ops.backups import (  # noqa: E402
@@ -88,9 +86,7 @@ def main() -> int:
 
     server = resolve_conninfo()
     name = f"cosmic_bench_backups_{uuid.uuid4().hex[:8]}"
-    with db.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conninfo = db.with_database(server, name)
+    conninfo = db.create_database(server, name)
     workdir = Path(tempfile.mkdtemp(prefix="cosmic_bench_backups_"))
     try:
         with db.connect(conninfo) as conn:
@@ -180,8 +176,7 @@ def main() -> int:
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        with db.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        db.drop_database(server, name)
 
 
 if __name__ == "__main__":

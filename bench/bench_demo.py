@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import uuid
 from datetime import date
 
 import psycopg
@@ -25,18 +24,6 @@ from cosmic_ops import db, demo, schema
 from cosmic_ops.embedded import resolve_conninfo
 
 AS_OF = date(2026, 11, 21)
-
-
-def _scratch(server: str) -> str:
-    name = f"cosmic_bench_demo_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name
-
-
-def _drop(server: str, name: str) -> None:
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def load_with_inserts(conn: psycopg.Connection, scale: demo.Scale, seed: int) -> tuple[int, float]:
@@ -73,17 +60,12 @@ def main() -> None:
     scale_name = "bench_quick" if args.quick else args.scale
 
     server = resolve_conninfo()
-    ours_db, base_db = _scratch(server), _scratch(server)
-    try:
-        with db.connect(db.with_database(server, ours_db)) as conn:
-            schema.bootstrap(conn)
-            report = demo.load(conn, scale_name, seed=42, as_of=AS_OF)
-        with db.connect(db.with_database(server, base_db)) as conn:
-            schema.bootstrap(conn)
-            base_rows, base_s = load_with_inserts(conn, scale, 42)
-    finally:
-        _drop(server, ours_db)
-        _drop(server, base_db)
+    with db.scratch_database(server, "cosmic_bench_demo") as ours_db, db.connect(ours_db) as conn:
+        schema.bootstrap(conn)
+        report = demo.load(conn, scale_name, seed=42, as_of=AS_OF)
+    with db.scratch_database(server, "cosmic_bench_demo") as base_db, db.connect(base_db) as conn:
+        schema.bootstrap(conn)
+        base_rows, base_s = load_with_inserts(conn, scale, 42)
 
     assert base_rows == report.total_rows, (base_rows, report.total_rows)
     print(f"demo load, scale {scale_name}: {report.total_rows:,d} rows "

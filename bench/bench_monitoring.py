@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for partitions in sizes:
         name = f"cosmic_bench_monitoring_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        conninfo = db.with_database(server, name)
+        conninfo = db.create_database(server, name)
         try:
             with db.connect(conninfo) as conn:
                 schema.bootstrap(conn)
@@ -176,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, leaves, ours_s, seed_s in measure(conninfo, partitions, repeat):
                 results.append((partitions, label, leaves, ours_s, seed_s))
         finally:
-            with psycopg.connect(server, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            db.drop_database(server, name)
 
     print(f"server: {db.redact(server)}; median of {repeat} runs; ratio = ours / seed")
     header = f"{'partitions':>10}  {'measurement':<42} {'rows':>6} {'ours (ms)':>10} {'seed (ms)':>10} {'ratio':>7}"

@@ -188,8 +188,7 @@ def main() -> int:
 
     server = resolve_conninfo(None)
     name = f"cosmic_bench_partitions_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    db.create_database(server, name)
     try:
         with db.connect(db.with_database(server, name), application_name="bench_partitions") as conn:
             conn.execute("SET TimeZone = 'UTC'")  # the seed's CURRENT_DATE must mean the UTC day
@@ -206,8 +205,7 @@ def main() -> int:
             results = {c.name: measure(conn, c, repeat, c.name == "pg_partman") for c in contenders}
             with_rows = measure_default_rows(conn, default_rows)
     finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        db.drop_database(server, name)
 
     reference = results["cosmic_ops"]["bounds"]
     for contender, times in results.items():

@@ -9,7 +9,6 @@ from datetime import date
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from . import db, demo, schema, settings
 from .embedded import resolve_conninfo
@@ -49,12 +48,7 @@ def cmd_demo_load(args: argparse.Namespace) -> int:
 
 def ensure_dagster_storage(conninfo: str) -> str:
     """Create Dagster's storage database on the managed server if missing; return its URL."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (settings.DAGSTER_STORAGE_DB,)
-        ).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.DAGSTER_STORAGE_DB)))
+    db.ensure_database(conninfo, settings.DAGSTER_STORAGE_DB)
     return db.sqlalchemy_url(conninfo, settings.DAGSTER_STORAGE_DB)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -91,6 +92,41 @@ def connect(
         raise psycopg.OperationalError(
             f"cannot connect to {redact(conninfo)}: {str(exc).strip()}"
         ) from None
+
+
+def create_database(server_conninfo: str, name: str) -> str:
+    """``CREATE DATABASE name`` on the server; returns the new database's conninfo."""
+    with connect(server_conninfo, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(server_conninfo, name)
+
+
+def ensure_database(server_conninfo: str, name: str) -> str:
+    """The database's conninfo, creating it first if it does not exist."""
+    with connect(server_conninfo, autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return with_database(server_conninfo, name)
+    return create_database(server_conninfo, name)
+
+
+def drop_database(server_conninfo: str, name: str) -> None:
+    """Drop the database even if sessions are still connected to it."""
+    with connect(server_conninfo, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def scratch_database(server_conninfo: str, prefix: str) -> Iterator[str]:
+    """A new empty database named ``<prefix>_<random>``, dropped on exit; yields its conninfo.
+
+    Raises ``errors.InsufficientPrivilege`` when the role may not create databases.
+    """
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    conninfo = create_database(server_conninfo, name)
+    try:
+        yield conninfo
+    finally:
+        drop_database(server_conninfo, name)
 
 
 # ---------------------------------------------------------------------------

@@ -11,11 +11,10 @@ import os
 import warnings
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from . import settings
+from .db import ensure_database
 
 
 # The game database on the embedded server (the seed's name); created on first use.
@@ -55,8 +54,4 @@ def resolve_conninfo(database_url: str | None = None) -> str:
     url = database_url or os.environ.get(settings.DATABASE_URL_ENV)
     if url:
         return url
-    server = embedded_conninfo()
-    with psycopg.connect(server, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DBNAME)))
-    return embedded_conninfo(dbname=EMBEDDED_DBNAME)
+    return ensure_database(embedded_conninfo(), EMBEDDED_DBNAME)

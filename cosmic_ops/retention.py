@@ -34,7 +34,7 @@ from .backups.restore import attach_month
 from .backups.store import BackupStore, Generation
 from .backups.verify import qualified_name
 from .partitions.catalog import Partition, default_partition, list_partitions, partition_for_month
-from .timeutil import month_bounds_utc, month_start
+from .timeutil import month_start
 
 DETACH_CONCURRENT = "concurrent"
 DETACH_PLAIN = "plain"
@@ -232,7 +232,7 @@ def _fill_plan(conn: psycopg.Connection, store: BackupStore, plan: RetirementPla
     if plan.status == "retire":
         why = {DETACH_CONCURRENT: "no DEFAULT partition: readers and writers are not blocked",
                DETACH_PLAIN: "the parent has a DEFAULT partition, so PostgreSQL refuses CONCURRENTLY; "
-                             f"short lock_timeout with retries",
+                             "short lock_timeout with retries",
                DETACH_FINALIZE: "an interrupted concurrent detach left it pending"}[plan.detach_mode]
         plan.steps.append(Step("detach", _detach_sql(parent_id, table, plan.detach_mode).as_string(conn), why))
     plan.steps.append(Step("recount", None, "lock the detached table and compare row count and checksum with "

@@ -9,9 +9,7 @@ import os
 import re
 import uuid
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from cosmic_ops import db, schema, settings
 from cosmic_ops.embedded import embedded_conninfo
@@ -25,14 +23,8 @@ def server_conninfo() -> str:
 
 def _create_database(server: str, label: str) -> str:
     name = f"cosmic_test_{re.sub(r'[^a-z0-9]+', '_', label.lower())[-30:]}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    db.create_database(server, name)
     return name
-
-
-def _drop_database(server: str, name: str) -> None:
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def fresh_database(request, server_conninfo):
     try:
         yield db.with_database(server_conninfo, name)
     finally:
-        _drop_database(server_conninfo, name)
+        db.drop_database(server_conninfo, name)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +52,7 @@ def new_database(request, server_conninfo):
     try:
         yield db.with_database(server_conninfo, name)
     finally:
-        _drop_database(server_conninfo, name)
+        db.drop_database(server_conninfo, name)
 
 
 @pytest.fixture()

@@ -35,14 +35,8 @@ def scratch_database(conninfo: str) -> Iterator[Scratch]:
 
     Raises ``errors.InsufficientPrivilege`` when the role may not create databases.
     """
-    name = SCRATCH_PREFIX + secrets.token_hex(6)
-    with db.connect(conninfo, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield Scratch("scratch database", name, db.with_database(conninfo, name))
-    finally:
-        with db.connect(conninfo, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with db.scratch_database(conninfo, SCRATCH_PREFIX.rstrip("_")) as scratch:
+        yield Scratch("scratch database", psycopg.conninfo.conninfo_to_dict(scratch)["dbname"], scratch)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from .maintenance import (
     ActionResult, MaintenanceAction, RelationNotFound, apply, partitioned_roots, plan_analyze,
     plan_markdown, plan_vacuum,
 )
-from .policy import MonitoringPolicy, PolicyError, TablePolicy, load_policy, parse_policy
+from .policy import MonitoringPolicy, TablePolicy, load_policy, parse_policy
 from .sizes import read_partition_counts, read_partition_sizes
 from .thresholds import Crossing, TickPlan, find_crossings, plan_tick
 from ..units import PolicyError, parse_bytes, parse_duration, parse_ratio, parse_rows

@@ -6,7 +6,6 @@ import stat
 
 import pytest
 
-from cosmic_ops import db
 from cosmic_ops.backups import PgClient, PgClientNotFound, PgToolFailed, find_client
 from cosmic_ops.backups.tools import run_tool, select_toc, toc_desc
 

@@ -2,7 +2,6 @@
 
 import threading
 
-import psycopg
 import pytest
 
 from cosmic_ops import db
