@@ -29,22 +29,15 @@ WITH key AS (
     WHERE i.inhparent = %(parent)s::regclass
 )
 SELECT parts.oid, parts.nspname, parts.relname, parts.relkind, parts.bound, key.key_type,
-       CASE WHEN key.partnatts = 1 AND key.key_type = 'timestamp with time zone'
-                 AND rb[1] NOT IN ('MINVALUE', 'MAXVALUE')
-            THEN btrim(rb[1], '''')::timestamptz END AS lower_tz,
-       CASE WHEN key.partnatts = 1 AND key.key_type = 'timestamp with time zone'
-                 AND rb[2] NOT IN ('MINVALUE', 'MAXVALUE')
-            THEN btrim(rb[2], '''')::timestamptz END AS upper_tz,
-       CASE WHEN key.partnatts = 1 AND key.key_type = 'timestamp without time zone'
-                 AND rb[1] NOT IN ('MINVALUE', 'MAXVALUE')
-            THEN btrim(rb[1], '''')::timestamp END AS lower_ts,
-       CASE WHEN key.partnatts = 1 AND key.key_type = 'timestamp without time zone'
-                 AND rb[2] NOT IN ('MINVALUE', 'MAXVALUE')
-            THEN btrim(rb[2], '''')::timestamp END AS upper_ts,
-       CASE WHEN key.partnatts = 1 AND key.key_type = 'date' AND rb[1] NOT IN ('MINVALUE', 'MAXVALUE')
-            THEN btrim(rb[1], '''')::date END AS lower_date,
-       CASE WHEN key.partnatts = 1 AND key.key_type = 'date' AND rb[2] NOT IN ('MINVALUE', 'MAXVALUE')
-            THEN btrim(rb[2], '''')::date END AS upper_date
+       -- [lower, upper] as UTC instants (naive timestamps and dates read as UTC);
+       -- NULL for MINVALUE/MAXVALUE, multi-column keys, LIST, HASH and DEFAULT.
+       (SELECT array_agg(
+                   CASE WHEN key.partnatts <> 1 OR lit IN ('MINVALUE', 'MAXVALUE') THEN NULL
+                        WHEN key.key_type = 'timestamp with time zone' THEN btrim(lit, '''')::timestamptz
+                        WHEN key.key_type IN ('timestamp without time zone', 'date')
+                            THEN btrim(lit, '''')::timestamp AT TIME ZONE 'UTC'
+                   END ORDER BY ord)
+        FROM unnest(parts.rb) WITH ORDINALITY AS u(lit, ord)) AS bounds_utc
 FROM parts CROSS JOIN key
 ORDER BY parts.relname
 """
@@ -80,12 +73,11 @@ class Partition:
         return date(self.lower.year, self.lower.month, 1)
 
 
-def _as_utc(value: Optional[datetime]) -> Optional[datetime]:
-    if value is None:
+def _typed(instant: Optional[datetime], key_type: str) -> Optional[datetime | date]:
+    if instant is None:
         return None
-    if value.tzinfo is None:  # timestamp without time zone: bounds are read as UTC
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    instant = instant.astimezone(timezone.utc)
+    return instant.date() if key_type == "date" else instant
 
 
 def list_partitions(conn: psycopg.Connection, parent: str) -> list[Partition]:
@@ -93,9 +85,8 @@ def list_partitions(conn: psycopg.Connection, parent: str) -> list[Partition]:
     time-ranged ones ordered by lower bound, then the rest by name."""
     rows = conn.execute(_PARTITIONS_SQL, {"parent": parent}).fetchall()
     result = []
-    for oid, nsp, name, relkind, bound, key_type, ltz, utz, lts, uts, ld, ud in rows:
-        lower = _as_utc(ltz) if ltz is not None else _as_utc(lts) if lts is not None else ld
-        upper = _as_utc(utz) if utz is not None else _as_utc(uts) if uts is not None else ud
+    for oid, nsp, name, relkind, bound, key_type, bounds_utc in rows:
+        lower, upper = (_typed(b, key_type) for b in (bounds_utc or [None, None]))
         result.append(Partition(
             oid=oid, schema=nsp, name=name, bound=bound, key_type=key_type,
             is_default=(bound == "DEFAULT"), is_partitioned=(relkind == "p"),
