@@ -10,6 +10,7 @@ threshold read with the wrong unit silently never fires (or always does).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 # PostgreSQL's memory units (postgresql.conf, pg_size_pretty): multiples of 1024.
 _BYTE_UNITS = {
@@ -26,6 +27,7 @@ _DURATION_UNITS = {
     "min": 60, "minute": 60, "minutes": 60,
     "h": 3600, "hour": 3600, "hours": 3600,
     "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
 }
 _NUMBER = r"(?P<number>\d+(?:\.\d+)?)"
 
@@ -73,8 +75,16 @@ def parse_ratio(value: object) -> float:
 
 
 def parse_duration(value: object) -> float:
-    """``"5 min"`` -> 300.0 seconds. Units: ms, s, min, h, d."""
-    return _scaled(value, _DURATION_UNITS, "duration", "5 min", "ms, s, min, h, d")
+    """``"5 min"`` -> 300.0 seconds. Units: ms, s, min, h, d, w."""
+    return _scaled(value, _DURATION_UNITS, "duration", "5 min", "ms, s, min, h, d, w")
+
+
+def parse_age(value: object) -> timedelta:
+    """``"30 days"`` -> 30 days: how old rows must be before a lifecycle job touches them."""
+    age = timedelta(seconds=parse_duration(value))
+    if age <= timedelta(0):
+        raise PolicyError(f"age {value!r} must be positive")
+    return age
 
 
 _MONTHS = re.compile(r"^\s*(\d+)\s*(month|months|mon|mons|year|years)\s*$", re.IGNORECASE)

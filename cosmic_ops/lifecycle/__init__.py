@@ -1,7 +1,8 @@
 """Row lifecycle: archive destroyed bodies, pack inactive saves, and undo both exactly."""
 
 from .archive import ArchivePolicy, ArchiveReport, archive_destroyed_bodies, plan_archive, unarchive_bodies
-from .policy import MonthScope, Throttle, parse_age
+from ..units import parse_age
+from .policy import MonthScope, Throttle
 from .saves import Codec, CompressReport, SavePolicy, compress_inactive_saves, rehydrate_save
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -11,22 +10,6 @@ from typing import Callable, ContextManager
 import psycopg
 
 from ..timeutil import month_bounds_utc
-
-_AGE = re.compile(r"^\s*(\d+)\s*(day|days|d|hour|hours|h|week|weeks|w)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"d": 86_400, "day": 86_400, "days": 86_400, "h": 3_600, "hour": 3_600, "hours": 3_600,
-                 "w": 604_800, "week": 604_800, "weeks": 604_800}
-
-
-def parse_age(text: str) -> timedelta:
-    """``"30 days"`` -> 30 days. A bare number is refused: an age without a unit is ambiguous."""
-    match = _AGE.match(str(text))
-    if not match:
-        raise ValueError(f"age {text!r} must be a whole number with a unit (days, hours or weeks), e.g. '30 days'")
-    value, unit = int(match.group(1)), match.group(2).lower()
-    if value <= 0:
-        raise ValueError(f"age {text!r} must be positive")
-    return timedelta(seconds=value * _UNIT_SECONDS[unit])
-
 
 @dataclass(frozen=True)
 class MonthScope:

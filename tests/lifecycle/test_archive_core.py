@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -14,7 +13,8 @@ import pytest
 from cosmic_ops import db
 from cosmic_ops.lifecycle import ArchivePolicy, Throttle, archive_destroyed_bodies, plan_archive, unarchive_bodies
 from cosmic_ops.lifecycle.archive import archive_tablespace, ensure_archive_tablespace
-from cosmic_ops.lifecycle.policy import MonthScope, parse_age
+from cosmic_ops.lifecycle.policy import MonthScope
+from cosmic_ops.units import parse_age
 
 from .helpers import KillableWorker, archived_as_live_text, destroyed_months, load_demo, rows_as_text
 
@@ -161,7 +161,12 @@ def archive_tablespace_dir(server_conninfo):
     """A tablespace in a temporary directory owned by the server's OS user; dropped afterwards."""
     location = tempfile.mkdtemp(prefix="cosmic_archive_ts_")
     os.chmod(location, 0o700)
-    shutil.chown(location, user="postgres", group="postgres")
+    # The server's OS user owns its data directory: postgres for Debian's server, another
+    # user for the embedded one. (The server must run on this machine, as both here do.)
+    with psycopg.connect(server_conninfo) as conn:
+        data_dir = conn.execute("SHOW data_directory").fetchone()[0]
+    owner = os.stat(data_dir)
+    os.chown(location, owner.st_uid, owner.st_gid)
     name = "cosmic_test_archive_" + os.path.basename(location).rsplit("_", 1)[-1].lower()
     with psycopg.connect(server_conninfo, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
