@@ -10,7 +10,7 @@ from ..lifecycle import ArchivePolicy, Throttle, archive_destroyed_bodies, parse
 from ..lifecycle.archive import DEFAULT_THROTTLE
 from ..resources import PostgresResource
 from ..timeutil import add_months
-from .common import MAINTENANCE_POOL, MONTHLY
+from .common import LIFECYCLE_ASSET_ARGS, MAINTENANCE_POOL, MONTHLY
 
 ASSET_KEY = "destroyed_bodies_archive"
 CONSERVED_CHECK = "live_plus_archived_conserved"
@@ -42,12 +42,7 @@ def partition_months(context) -> tuple[date, date]:
 
 @dg.asset(
     key=ASSET_KEY,
-    partitions_def=MONTHLY,
-    # A backfill of many months runs once, in full batches, instead of once per month.
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=MAINTENANCE_POOL,
-    group_name="lifecycle",
-    kinds={"postgres"},
+    **LIFECYCLE_ASSET_ARGS,
     check_specs=[dg.AssetCheckSpec(CONSERVED_CHECK, asset=ASSET_KEY,
                                    description="live + archived rows of the month equal the count before the move")],
     description="Destroyed celestial bodies of the month (by updated_at), older than the policy, moved to "

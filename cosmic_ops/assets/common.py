@@ -21,3 +21,13 @@ MONTHLY = dg.MonthlyPartitionsDefinition(
 # One maintenance run per database at a time (dagster.yaml sets the pool limit to 1);
 # the PostgreSQL advisory lock in cosmic_ops.db backs it up across deployments.
 MAINTENANCE_POOL = "cosmic_maintenance"
+
+# Row-lifecycle assets (archive, compression): monthly, in the maintenance pool, and a
+# backfill of many months runs once, in full batches, instead of once per month.
+LIFECYCLE_ASSET_ARGS = dict(
+    partitions_def=MONTHLY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=MAINTENANCE_POOL,
+    group_name="lifecycle",
+    kinds={"postgres"},
+)

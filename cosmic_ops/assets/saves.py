@@ -12,7 +12,7 @@ from ..lifecycle.saves import (
 from ..lifecycle.policy import MonthScope
 from ..resources import PostgresResource
 from .archive import nightly_schedule, partition_months
-from .common import MAINTENANCE_POOL, MONTHLY
+from .common import LIFECYCLE_ASSET_ARGS, MONTHLY
 
 ASSET_KEY = "compressed_saves"
 CHECKSUM_SAMPLE = 50
@@ -35,12 +35,7 @@ class CompressConfig(dg.Config):
 
 @dg.asset(
     key=ASSET_KEY,
-    partitions_def=MONTHLY,
-    # A backfill of many months runs once, in full batches, instead of once per month.
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=MAINTENANCE_POOL,
-    group_name="lifecycle",
-    kinds={"postgres"},
+    **LIFECYCLE_ASSET_ARGS,
     description="Inactive saves of the month (by game_saves.updated_at) packed into compressed_state, verified "
                 "by decompression before their rows are deleted, one transaction per batch.",
 )

@@ -12,7 +12,13 @@ from cosmic_ops.assets.archive import CONSERVED_CHECK, destroyed_bodies_archive
 from cosmic_ops.definitions import defs
 from cosmic_ops.resources import PostgresResource
 
-from ..lifecycle.helpers import archived_as_live_text, destroyed_months, load_demo, rows_as_text
+from ..lifecycle.helpers import (
+    archived_as_live_text,
+    destroyed_months,
+    load_demo,
+    materialize_month,
+    rows_as_text,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +33,7 @@ def resources(demo_db):
 
 
 def _materialize(key, resources, **config):
-    return dg.materialize(
-        [destroyed_bodies_archive], partition_key=key, resources=resources,
-        instance=dg.DagsterInstance.ephemeral(),
-        run_config={"ops": {"destroyed_bodies_archive": {"config": config}}} if config else None,
-    )
+    return materialize_month([destroyed_bodies_archive], "destroyed_bodies_archive", key, resources, **config)
 
 
 def _counts(conninfo):

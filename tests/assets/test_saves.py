@@ -9,12 +9,20 @@ import pytest
 
 from cosmic_ops import db
 from cosmic_ops.assets.saves import (
-    compressed_saves, compressed_saves_checksums_match, no_save_has_rows_and_compressed_state,
+    compressed_saves,
+    compressed_saves_checksums_match,
+    no_save_has_rows_and_compressed_state,
 )
 from cosmic_ops.definitions import defs
 from cosmic_ops.resources import PostgresResource
 
-from ..lifecycle.helpers import SAVE_TABLES, inactive_save_months, load_demo, rows_as_text
+from ..lifecycle.helpers import (
+    SAVE_TABLES,
+    inactive_save_months,
+    load_demo,
+    materialize_month,
+    rows_as_text,
+)
 
 ASSETS = [compressed_saves, no_save_has_rows_and_compressed_state, compressed_saves_checksums_match]
 
@@ -31,10 +39,7 @@ def resources(demo_db):
 
 
 def _materialize(key, resources, **config):
-    return dg.materialize(
-        ASSETS, partition_key=key, resources=resources, instance=dg.DagsterInstance.ephemeral(),
-        run_config={"ops": {"compressed_saves": {"config": config}}} if config else None,
-    )
+    return materialize_month(ASSETS, "compressed_saves", key, resources, **config)
 
 
 def _month(demo_db) -> tuple[str, list[int]]:

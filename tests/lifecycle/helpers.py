@@ -23,6 +23,16 @@ def load_demo(conninfo: str, seed: int = 7) -> None:
         demo.load(conn, "small", seed=seed)
 
 
+def materialize_month(assets, op_name: str, key: str, resources: dict, **config):
+    """Materialize one month of a lifecycle asset (and any checks listed) with run config."""
+    import dagster as dg
+
+    return dg.materialize(
+        assets, partition_key=key, resources=resources, instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {op_name: {"config": config}}} if config else None,
+    )
+
+
 def months_with(conn: psycopg.Connection, query: str) -> list[date]:
     rows = conn.execute(query).fetchall()
     conn.commit()
