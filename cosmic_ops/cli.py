@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import psycopg
@@ -59,6 +59,30 @@ def prepare_dagster_env(conninfo: str) -> dict[str, str]:
     return env
 
 
+def record_demo_months(instance, scale: str) -> None:
+    """Materialize ``event_log_partitions`` over the demo's months and the premake window,
+    as one ranged run, so the UI shows the months that exist (each a no-op but for the
+    future ones) with their metadata and checks. Once per Dagster instance."""
+    import dagster as dg
+
+    from .assets import event_logs
+    from .assets.common import MONTHLY
+    from .resources.postgres import postgres_from_env
+
+    if instance.get_materialized_partitions(event_logs.ASSET_KEY):
+        return
+    today = datetime.now(timezone.utc).date()
+    first = demo.event_months(demo.SCALES[scale], today)[0].isoformat()
+    keys = [key for key in MONTHLY.get_partition_keys() if key >= first]
+    result = dg.materialize(
+        [event_logs.event_log_partitions, *event_logs.defs.asset_checks],
+        instance=instance, resources={"postgres": postgres_from_env()},
+        tags={event_logs.RANGE_START_TAG: keys[0], event_logs.RANGE_END_TAG: keys[-1]},
+        raise_on_error=False,
+    )
+    print(f"event_log_partitions: {keys[0]}..{keys[-1]} recorded ({'ok' if result.success else 'FAILED'})")
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """Bootstrap (as a Dagster materialization), load demo data if empty, start the UI."""
     conninfo = resolve_conninfo()
@@ -79,6 +103,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(f"demo data: {report.total_rows:,d} rows at scale {args.scale} in {report.seconds:.1f}s")
         except demo.DemoDataPresent:
             print("demo data: already present, kept as is")
+    record_demo_months(instance, args.scale)
     print(f"managed database: {db.redact(conninfo)}")
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-w", str(settings.project_root() / "workspace.yaml"),
