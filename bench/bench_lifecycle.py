@@ -469,6 +469,7 @@ def main() -> None:
     parser.add_argument("--scale", choices=sorted(demo.SCALES), default=None)
     parser.add_argument("--rate", type=int, default=None, help="pgbench transactions per second")
     parser.add_argument("--repeat", type=int, default=None, help="archive rounds (medians reported); default 3, quick 1")
+    parser.add_argument("--only", choices=("archive", "compress"), default=None, help="run one of the two parts")
     parser.add_argument("--reuse-base", default=None, help=argparse.SUPPRESS)  # a kept demo database, for tuning
     parser.add_argument("--idle-seconds", type=float, default=None, help="pgbench alone, for the idle latency")
     parser.add_argument("--during-seconds", type=float, default=None,
@@ -500,7 +501,7 @@ def main() -> None:
             ("ours unthrottled (50000/batch, no lock)", our_archive(unthrottled)),
         ]
         rounds: list[list[ArchiveRun]] = []
-        for number in range(1, args.repeat + 1):
+        for number in range(1, args.repeat + 1 if args.only != "compress" else 1):
             runs = []
             for index, (label, work) in enumerate(contenders):
                 run = run_archive(server, base, f"arch{number}_{index}", players, bodies, rate, idle_s, during_s, work)
@@ -512,6 +513,8 @@ def main() -> None:
         if len(rounds) > 1:
             print_archive_medians(rounds)
 
+        if args.only == "archive":
+            return
         compress_runs = [
             run_compress(server, base, "pack_seed", seed_compress),
             run_compress(server, base, "pack_ours1", our_compress(SavePolicy(workers=1))),

@@ -1,11 +1,11 @@
 """Inactive saves packed into ``game_saves.compressed_state``, and rehydrated exactly.
 
 A save's rows (``celestial_bodies``, ``save_resources``, ``save_research``) become
-one JSON document, column by column: each value in PostgreSQL's own text form
-(floats print shortest-exact, jsonb and numeric as stored, NULL distinct from
-empty), timestamps as microseconds since the epoch. Rehydration rebuilds each row
-as record text and casts it back to the row type, so values and types come back
-identical. PostgreSQL reads the rows set-based per batch; Python compresses them
+one columnar document (``columnar``: numbers and timestamps as byte-shuffled
+binary arrays, other types in PostgreSQL's own text form; NULL distinct from
+empty). Rehydration rebuilds each row as record text and casts it back to the row
+type, so values and types come back identical; saves packed in the older JSON
+format (``cosmic_ops.save/2``) still rehydrate. PostgreSQL reads the rows set-based per batch; Python compresses them
 (zstd or zlib), decompresses again and checks the sha256 before the rows are
 deleted, and the delete must remove exactly the tuple versions that were read --
 all in the batch's one transaction, so any failure or kill rolls everything back.
@@ -29,12 +29,15 @@ import zstandard
 from psycopg import sql
 
 from ..db import maintenance_lock
+from . import columnar
 from .archive import table_columns
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, end_read, own_transaction, run_batches
 
 SAVES_TABLE = "game_saves"
 SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")
-DOCUMENT_FORMAT = "cosmic_ops.save/2"
+DOCUMENT_FORMAT = columnar.FORMAT
+# Saves packed before the columnar format: one JSON document, every value as text.
+JSON_DOCUMENT_FORMAT = "cosmic_ops.save/2"
 LOCK_SCOPE = "game_saves_compression"
 DEFAULT_INACTIVE_FOR = timedelta(days=7)
 CODECS = ("zstd", "zlib")
@@ -60,9 +63,13 @@ class Codec:
             raise ValueError(f"{self.name} level must be between {low} and {high}, got {self.level}")
 
     def compress(self, data: bytes) -> bytes:
+        return self.compressor()(data)
+
+    def compressor(self) -> Callable[[bytes], bytes]:
+        """A compress function to reuse within one thread (a zstd context is not thread-safe)."""
         if self.name == "zstd":
-            return zstandard.ZstdCompressor(level=self.level).compress(data)
-        return zlib.compress(data, self.level)
+            return zstandard.ZstdCompressor(level=self.level).compress
+        return lambda data: zlib.compress(data, self.level)
 
     @staticmethod
     def decompress(name: str, data: bytes) -> bytes:
@@ -180,13 +187,28 @@ _VERSION_FINGERPRINT = sql.SQL(
     "md5(string_agg({t}::text || ':' || {c}::text || ':' || {x}::text, ',' ORDER BY {t}, {c}))")
 
 
-def _read_rows(conn: psycopg.Connection, table: str, columns: list[str], save_ids: list[int]) -> dict[int, TableRows]:
-    """Per save: its rows of ``table`` as column arrays of text, their tuple bytes and version fingerprint.
+def column_types(conn: psycopg.Connection, table: str) -> list[str]:
+    """Type names of ``table``'s columns in order (as ``table_columns``)."""
+    rows = conn.execute(
+        "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (table,)).fetchall()
+    return [r[0] for r in rows]
+
+
+# Read as Python values (binary, hence exact); every other type is read in its text form.
+_TYPED_READ = columnar.INT_TYPES | {"float8", "bool"}
+
+
+def _read_rows(conn: psycopg.Connection, table: str, columns: list[str], types: list[str],
+               save_ids: list[int]) -> dict[int, TableRows]:
+    """Per save: its rows of ``table`` column by column, their tuple bytes and version fingerprint.
 
     Columns compress far better than rows: neighbouring values look alike.
     """
     arrays = sql.SQL(", ").join(
-        sql.SQL("array_agg({}::text)").format(sql.Identifier("r", c)) for c in columns)
+        sql.SQL("array_agg({})" if kind in _TYPED_READ else "array_agg({}::text)").format(sql.Identifier("r", c))
+        for c, kind in zip(columns, types))
     fingerprint = _VERSION_FINGERPRINT.format(t=sql.Identifier("r", "_tableoid"), c=sql.Identifier("r", "_ctid"),
                                               x=sql.Identifier("r", "_xmin"))
     # Every aggregate of a group reads the rows in the same order, so the arrays line up.
@@ -198,6 +220,8 @@ def _read_rows(conn: psycopg.Connection, table: str, columns: list[str], save_id
             GROUP BY r.save_id"""
         ).format(fingerprint=fingerprint, arrays=arrays, table=sql.Identifier(table)),
         (save_ids,),
+        # Binary results: numbers arrive as they are stored, with no text formatting and parsing.
+        binary=True,
     ).fetchall()
     return {row[0]: TableRows(values=list(row[3:]), tuple_bytes=row[1], versions=row[2]) for row in rows}
 
@@ -251,10 +275,11 @@ def document_rows(part: dict) -> list[str]:
     return [_record_text(row) for row in zip(*columns)]
 
 
-def build_document(save_id: int, columns: dict[str, list[str]], encodings: dict[str, dict[str, str]],
-                   rows: dict[str, TableRows]) -> bytes:
+def build_json_document(save_id: int, columns: dict[str, list[str]], encodings: dict[str, dict[str, str]],
+                        rows: dict[str, TableRows]) -> bytes:
+    """The ``cosmic_ops.save/2`` document (kept to prove older packs still rehydrate)."""
     document = {
-        "format": DOCUMENT_FORMAT,
+        "format": JSON_DOCUMENT_FORMAT,
         "save_id": save_id,
         "tables": {t: {"columns": columns[t], "encodings": encodings[t],
                        "values": _encode(columns[t], encodings[t], rows[t].values)} for t in SAVE_TABLES},
@@ -273,27 +298,42 @@ def _verify(name: str, compressed: bytes, expected: dict, *, parse: bool = True)
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: checksum mismatch after decompression")
     if not parse:
         return None
-    document = json.loads(raw)
-    if document.get("format") != DOCUMENT_FORMAT:
-        raise SaveVerificationFailed(f"save {expected.get('save_id')}: unknown document format {document.get('format')!r}")
+    document = _parse_document(raw, expected)
     counts = {t: TableRows(document["tables"][t]["values"]).count for t in SAVE_TABLES}
     if counts != expected["row_counts"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: row counts {counts} != {expected['row_counts']}")
     return document
 
 
+def _parse_document(raw: bytes, expected: dict) -> dict:
+    fmt = expected.get("format", JSON_DOCUMENT_FORMAT)
+    try:
+        if fmt == DOCUMENT_FORMAT:
+            return columnar.parse(raw)
+        if fmt == JSON_DOCUMENT_FORMAT:
+            document = json.loads(raw)
+            if document.get("format") == JSON_DOCUMENT_FORMAT:
+                return document
+    except (ValueError, KeyError, IndexError) as exc:
+        raise SaveVerificationFailed(f"save {expected.get('save_id')}: unreadable {fmt} document: {exc}") from exc
+    raise SaveVerificationFailed(f"save {expected.get('save_id')}: unknown document format {fmt!r}")
+
+
 def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> tuple[list[PackedSave], int]:
     """Read, pack and verify ``save_ids`` (already locked); returns the packs and the rows' tuple bytes."""
     columns = {t: table_columns(conn, t) for t in SAVE_TABLES}
-    encodings = {t: column_encodings(conn, t) for t in SAVE_TABLES}
-    per_table = {t: _read_rows(conn, t, columns[t], save_ids) for t in SAVE_TABLES}
+    types = {t: column_types(conn, t) for t in SAVE_TABLES}
+    per_table = {t: _read_rows(conn, t, columns[t], types[t], save_ids) for t in SAVE_TABLES}
+    rows_of = [{t: per_table[t].get(save_id) or TableRows([[] for _ in columns[t]]) for t in SAVE_TABLES}
+               for save_id in save_ids]
+    documents = columnar.build_many(save_ids, {
+        t: (columns[t], types[t], [rows[t].values for rows in rows_of]) for t in SAVE_TABLES})
     packs: list[PackedSave] = []
     tuple_bytes = 0
-    for save_id in save_ids:
-        rows = {t: per_table[t].get(save_id) or TableRows([[] for _ in columns[t]]) for t in SAVE_TABLES}
+    compress = codec.compressor()
+    for save_id, rows, raw in zip(save_ids, rows_of, documents):
         row_bytes = sum(r.tuple_bytes for r in rows.values())
-        raw = build_document(save_id, columns, encodings, rows)
-        compressed = codec.compress(raw)
+        compressed = compress(raw)
         info = {
             "format": DOCUMENT_FORMAT,
             "save_id": save_id,

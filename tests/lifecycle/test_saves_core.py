@@ -28,7 +28,9 @@ VALUES
   false, NULL, '2024-02-29 23:59:59.999999+00', '2024-03-01 00:00:00.000001+00'),
  (900002, %(save)s, 'black_hole', '', 900001, 1e-300, 2.2250738585072014e-308, -1.5, 0.1, 0.30000000000000004,
   1.7976931348623157e308, '{}', true, '2024-03-01 00:00:00.5+00', '2000-01-01 00:00:00+00',
-  '2024-03-01 00:00:00.5+00')
+  '2024-03-01 00:00:00.5+00'),
+ (9223372036854775807, %(save)s, 'comet', 'int8 edges', -9223372036854775808, 5e-324, 1e22, 0.1, 0.2, 0.3,
+  123456.789, '[]', true, 'infinity', '-infinity', '2024-03-01 00:00:00+00')
 """
 _TRICKY_RESOURCE = """
 INSERT INTO save_resources (save_id, resource_type, amount, capacity, production_rate, updated_at)
@@ -232,3 +234,37 @@ def test_a_row_changed_while_packing_rolls_the_batch_back(new_database):
         after = _save_rows(conn, ids)
         assert all(after.values())
         assert len(after["save_resources"]) == 16
+
+
+def test_a_save_packed_in_the_json_format_still_rehydrates(demo_db):
+    """Saves packed before the columnar format (``cosmic_ops.save/2``) come back exactly."""
+    import hashlib
+    import json
+
+    from cosmic_ops.lifecycle import saves
+
+    with db.connect(demo_db) as conn:
+        save_id = conn.execute("SELECT id FROM game_saves WHERE compressed_state IS NULL "
+                               "AND EXISTS (SELECT 1 FROM save_research s WHERE s.save_id = game_saves.id) "
+                               "ORDER BY id LIMIT 1").fetchone()[0]
+        conn.commit()
+        before = _save_rows(conn, [save_id])
+        with conn.transaction():
+            saves._set_text_settings(conn)
+            columns = {t: saves.table_columns(conn, t) for t in SAVE_TABLES}
+            rows = {t: saves._read_rows(conn, t, columns[t], ["text"] * len(columns[t]), [save_id])[save_id]
+                    for t in SAVE_TABLES}
+            raw = saves.build_json_document(save_id, columns,
+                                            {t: saves.column_encodings(conn, t) for t in SAVE_TABLES}, rows)
+            info = {"format": saves.JSON_DOCUMENT_FORMAT, "save_id": save_id, "codec": "zstd", "level": 6,
+                    "original_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+                    "row_counts": {t: rows[t].count for t in SAVE_TABLES}}
+            conn.execute("UPDATE game_saves SET compressed_state = %s, compression_info = %s, compressed_at = now() "
+                         "WHERE id = %s", (Codec("zstd", 6).compress(raw), json.dumps(info), save_id))
+            for table in SAVE_TABLES:
+                conn.execute(psycopg.sql.SQL("DELETE FROM {} WHERE save_id = %s").format(
+                    psycopg.sql.Identifier(table)), (save_id,))
+        assert verify_packed_saves(conn, [save_id]) == {}
+        assert rehydrate_save(conn, save_id) == {t: len(before[t]) for t in SAVE_TABLES}
+        conn.commit()
+        assert _save_rows(conn, [save_id]) == before
