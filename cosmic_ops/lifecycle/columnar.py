@@ -76,10 +76,12 @@ def _decimal_scale(values: np.ndarray) -> int | None:
     """Fewest decimals k such that every value is float64(n) / 10**k for an integer n, bit for bit."""
     if not len(values) or not np.all(np.isfinite(values)):
         return None
-    scaled = np.rint(values * _POWERS[:, None])
-    exact = np.all((scaled / _POWERS[:, None]).view(np.int64) == values.view(np.int64), axis=1)
-    # Integers beyond 2**53 are not all exact doubles.
-    exact &= np.max(np.abs(values)) * _POWERS < 2.0 ** 53
+    # Huge values overflow to infinity here, which never compares exact: no warning needed.
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.rint(values * _POWERS[:, None])
+        exact = np.all((scaled / _POWERS[:, None]).view(np.int64) == values.view(np.int64), axis=1)
+        # Integers beyond 2**53 are not all exact doubles.
+        exact &= np.max(np.abs(values)) * _POWERS < 2.0 ** 53
     return int(np.argmax(exact)) if exact.any() else None
 
 
