@@ -129,6 +129,13 @@ def scratch_database(server_conninfo: str, prefix: str) -> Iterator[str]:
         drop_database(server_conninfo, name)
 
 
+def end_read(conn: psycopg.Connection) -> None:
+    """Close the implicit transaction that reads opened, so that the next transaction (a
+    batch, a DDL under ``run_locked``) really commits on its own instead of nesting."""
+    if not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        conn.commit()
+
+
 # ---------------------------------------------------------------------------
 # DDL under lock_timeout with retries
 
@@ -143,6 +150,11 @@ class RetryPolicy:
     attempts: int = 5
     backoff_s: float = 0.5
     max_backoff_s: float = 8.0
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed ``attempt`` (1-based): exponential, capped, with
+        jitter so that retrying sessions do not queue up in lockstep."""
+        return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
 @dataclass
@@ -183,8 +195,7 @@ def run_locked(
             waited += time.monotonic() - started
             if attempt == policy.attempts:
                 break
-            delay = min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1))
-            delay *= random.uniform(0.8, 1.2)
+            delay = policy.backoff(attempt)
             log.warning(
                 "%s: lock not granted within %d ms (attempt %d/%d); retrying in %.2fs",
                 what, policy.lock_timeout_ms, attempt, policy.attempts, delay,
@@ -195,6 +206,28 @@ def run_locked(
         f"{what}: could not acquire the lock after {policy.attempts} attempts of "
         f"{policy.lock_timeout_ms} ms each; another session holds a conflicting lock. "
         "Nothing was changed."
+    )
+
+
+def execute_with_retry(
+    conn: psycopg.Connection, statement: sql.Composable, *, what: str, policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Run one statement that cannot sit in a transaction block (VACUUM) on an autocommit
+    session under a short lock_timeout, retrying with backoff as ``run_locked`` does; returns
+    the attempt that succeeded."""
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            conn.execute(statement)
+            return attempt
+        except errors.LockNotAvailable:
+            if attempt == policy.attempts:
+                break
+            sleep(policy.backoff(attempt))
+    raise LockRetriesExhausted(
+        f"{what}: lock not granted after {policy.attempts} attempts of {policy.lock_timeout_ms} ms; "
+        "nothing was changed"
     )
 
 

@@ -264,7 +264,7 @@ def _detach_concurrently(conninfo: str, parent: sql.Composable, table: sql.Compo
                            if _detach_pending(session, oid) else "nothing was changed")) from None
                 if _detach_pending(session, oid):
                     mode = DETACH_FINALIZE
-                time.sleep(min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1)))
+                time.sleep(policy.backoff(attempt))
     raise AssertionError("unreachable")
 
 

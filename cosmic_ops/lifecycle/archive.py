@@ -15,8 +15,8 @@ from typing import Sequence
 import psycopg
 from psycopg import sql
 
-from ..db import RetryPolicy, maintenance_lock, run_ddl
-from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, end_read, own_transaction, run_batches
+from ..db import RetryPolicy, end_read, maintenance_lock, run_ddl
+from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 LIVE_TABLE = "celestial_bodies"
 ARCHIVE_TABLE = "celestial_bodies_archive"

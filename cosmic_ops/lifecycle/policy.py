@@ -9,6 +9,7 @@ from typing import Callable, ContextManager
 
 import psycopg
 
+from ..db import end_read
 from ..timeutil import month_bounds_utc
 
 @dataclass(frozen=True)
@@ -135,12 +136,6 @@ def run_batches(
             sleep(delay)
     log.finish()
     return log
-
-
-def end_read(conn: psycopg.Connection) -> None:
-    """Close the implicit transaction a read opened, so the next batch commits on its own."""
-    if not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-        conn.commit()
 
 
 def own_transaction(conn: psycopg.Connection) -> ContextManager:

@@ -28,10 +28,10 @@ import psycopg
 import zstandard
 from psycopg import sql
 
-from ..db import maintenance_lock
+from ..db import end_read, maintenance_lock
 from . import columnar
 from .archive import table_columns
-from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, end_read, own_transaction, run_batches
+from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 SAVES_TABLE = "game_saves"
 SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")

@@ -15,13 +15,12 @@ celestial_bodies``.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import sql
 
 from .. import db
 
@@ -133,27 +132,6 @@ def _tuples(conn: psycopg.Connection, oid: int) -> tuple[int, int]:
     return int(live), int(dead)
 
 
-def _execute_with_retry(
-    conn: psycopg.Connection, statement: sql.Composed, *, what: str, policy: db.RetryPolicy,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
-    """Run one statement that cannot sit in a transaction block (VACUUM) under a short
-    lock_timeout, retrying with backoff like ``db.run_locked`` does for DDL."""
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            conn.execute(statement)
-            return attempt
-        except errors.LockNotAvailable:
-            if attempt == policy.attempts:
-                break
-            sleep(min(policy.max_backoff_s, policy.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2))
-    raise db.LockRetriesExhausted(
-        f"{what}: lock not granted after {policy.attempts} attempts of {policy.lock_timeout_ms} ms; "
-        "nothing was changed"
-    )
-
-
 def apply(
     conn: psycopg.Connection,
     actions: Sequence[MaintenanceAction],
@@ -177,7 +155,7 @@ def apply(
             text = action.as_sql(conn)
             _, dead_before = _tuples(conn, action.oid)
             started = time.perf_counter()
-            attempts = _execute_with_retry(conn, action.statement, what=text, policy=policy)
+            attempts = db.execute_with_retry(conn, action.statement, what=text, policy=policy)
             seconds = time.perf_counter() - started
             live_after, dead_after = _tuples(conn, action.oid)
             if action.kind == "analyze":  # a partitioned parent holds no tuples of its own

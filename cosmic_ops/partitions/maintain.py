@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Optional, Sequence, TypeVar, Union
 import psycopg
 from psycopg import sql
 
-from ..db import DdlOutcome, RetryPolicy, maintenance_lock, run_locked
+from ..db import DdlOutcome, RetryPolicy, end_read, maintenance_lock, run_locked
 from ..timeutil import add_months
 from .catalog import (
     IndexInfo,
@@ -357,12 +357,6 @@ def apply_action(conn: psycopg.Connection, action: Action, retry: RetryPolicy) -
     return ActionResult(action, outcome.attempts, outcome.lock_wait_s, time.monotonic() - started, moved[0])
 
 
-def close_read_transaction(conn: psycopg.Connection) -> None:
-    """End the read-only transaction the catalog reads opened (run_locked needs an idle session)."""
-    if not conn.autocommit and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.commit()
-
-
 def read_with_retry(conn: psycopg.Connection, read: Callable[[psycopg.Connection], T], *, what: str,
                     retry: RetryPolicy) -> T:
     """Catalog reads under the same lock_timeout and retries as DDL: rendering bounds
@@ -400,7 +394,7 @@ def apply_plan(conn: psycopg.Connection, plan: Plan, retry: RetryPolicy = RetryP
     """Run every action but conflicts, each in its own transaction; then raise on conflicts.
 
     One broken month never blocks the others (SPEC §4)."""
-    close_read_transaction(conn)
+    end_read(conn)
     results = [apply_action(conn, a, retry) for a in plan.actions if not isinstance(a, Conflict)]
     if plan.conflicts:
         raise PartitionConflict(
@@ -425,7 +419,7 @@ def ensure_months(
     if another run holds the lock, ``LockRetriesExhausted`` if a DDL lock could not
     be had, ``PartitionConflict`` if the catalog contradicts the policy.
     """
-    close_read_transaction(conn)
+    end_read(conn)
     with maintenance_lock(conn, policy.lock_scope, wait_s=lock_wait_s):
         wanted = list(months)
         plan = read_with_retry(conn, lambda c: plan_months(c, policy, wanted), what="plan", retry=retry)

@@ -18,8 +18,8 @@ from typing import Optional
 
 import psycopg
 
-from ..db import RetryPolicy, maintenance_lock
-from .maintain import ActionResult, PartitionConflict, apply_plan, close_read_transaction, plan_months, read_with_retry
+from ..db import RetryPolicy, end_read, maintenance_lock
+from .maintain import ActionResult, PartitionConflict, apply_plan, plan_months, read_with_retry
 from .policy import PartitionPolicy
 from .state import default_rows_by_month
 
@@ -60,7 +60,7 @@ def rehome_default_rows(
     still move. Rows with a NULL key cannot live in any range partition and are
     only reported.
     """
-    close_read_transaction(conn)
+    end_read(conn)
     with maintenance_lock(conn, policy.lock_scope, wait_s=lock_wait_s):
         _, by_month = read_with_retry(conn, lambda c: default_rows_by_month(c, policy),
                                       what="read DEFAULT rows", retry=retry)
