@@ -7,6 +7,7 @@ Dagster's run workers, the webserver and the CLI all share one server.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -54,4 +55,11 @@ def resolve_conninfo(database_url: str | None = None) -> str:
     url = database_url or os.environ.get(settings.DATABASE_URL_ENV)
     if url:
         return url
-    return ensure_database(embedded_conninfo(), EMBEDDED_DBNAME)
+    return _embedded_game_database(str(settings.embedded_pgdata_dir()))
+
+
+@functools.lru_cache(maxsize=None)
+def _embedded_game_database(pgdata: str) -> str:
+    # Once per process and data folder: every connect() and sensor tick resolves the
+    # managed database, and starting/checking the server each time costs a connection.
+    return ensure_database(embedded_conninfo(Path(pgdata)), EMBEDDED_DBNAME)
