@@ -17,15 +17,11 @@ from ..backups.store import Generation
 from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
 from ..timeutil import add_months, month_start
-from .common import MAINTENANCE_POOL, MONTHLY
+from .common import MAINTENANCE_POOL, MONTHLY, month_of
 
 GROUP = "backups"
 EVENT_LOG_PARTITIONS = dg.AssetKey("event_log_partitions")
 _OPERATIONAL = (BackupStoreError, NoPartitionToBackUp, PgClientNotFound, PgToolFailed, PolicyError)
-
-
-def month_of(partition_key: str) -> date:
-    return date.fromisoformat(partition_key)
 
 
 def _manifest_metadata(generation: Generation) -> dict:

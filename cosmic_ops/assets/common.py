@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 
 import dagster as dg
 
@@ -17,6 +18,11 @@ MONTHLY = dg.MonthlyPartitionsDefinition(
     timezone="UTC",
     end_offset=PREMAKE_MONTHS + 1,
 )
+
+def month_of(partition_key: str) -> date:
+    """The month a monthly partition key (``YYYY-MM-01``) stands for."""
+    return date.fromisoformat(partition_key)
+
 
 # One maintenance run per database at a time (dagster.yaml sets the pool limit to 1);
 # the PostgreSQL advisory lock in cosmic_ops.db backs it up across deployments.

@@ -37,7 +37,7 @@ from ..partitions.state import (
     describe_month,
 )
 from ..resources import PostgresResource
-from .common import MAINTENANCE_POOL, MONTHLY
+from .common import MAINTENANCE_POOL, MONTHLY, month_of
 
 POLICY = EVENT_LOGS_POLICY
 GROUP = "event_logs"
@@ -69,16 +69,12 @@ class EventLogPartitionsConfig(LockSettings):
     exact_rows: bool = Field(default=False, description="count rows exactly (scans the month)")
 
 
-def _month(key: str) -> date:
-    return date.fromisoformat(key)
-
-
 def _run_months(context) -> list[date]:
     """The months of this run: one key, or a range in a single-run backfill."""
     if context.has_partition_key:
-        return [_month(context.partition_key)]
+        return [month_of(context.partition_key)]
     keys = MONTHLY.get_partition_keys_in_range(context.partition_key_range)
-    return [_month(k) for k in keys]
+    return [month_of(k) for k in keys]
 
 
 @dg.asset(

@@ -12,7 +12,7 @@ Maintenance takes the Dagster pool ``MAINTENANCE_POOL`` and, in the database, th
 advisory lock of the table (``db.maintenance_lock``).
 """
 
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 import dagster as dg
@@ -26,7 +26,7 @@ from ..backups.policy import RetentionPolicy
 from ..partitions.catalog import partition_for_month
 from ..resources import PostgresResource
 from ..retention import attached_past_retention
-from .common import MAINTENANCE_POOL, MONTHLY
+from .common import MAINTENANCE_POOL, MONTHLY, month_of
 
 GROUP = "monitoring"
 POLICY = monitoring.load_policy()
@@ -192,10 +192,6 @@ def vacuum_partition_job():
     vacuum_partitions()
 
 
-def _month(partition_key: str) -> date:
-    return date.fromisoformat(partition_key)
-
-
 @dg.asset(
     group_name=GROUP,
     kinds={"postgres"},
@@ -206,7 +202,7 @@ def _month(partition_key: str) -> date:
 )
 def event_log_vacuum(context: dg.AssetExecutionContext, config: VacuumConfig,
                      postgres: PostgresResource) -> dg.MaterializeResult:
-    month = _month(context.partition_key)
+    month = month_of(context.partition_key)
 
     def plan(conn: psycopg.Connection) -> list[MaintenanceAction]:
         partition = partition_for_month(conn, "event_logs", month)

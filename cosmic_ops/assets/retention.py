@@ -13,8 +13,8 @@ from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
 from ..retention import RetentionRefused, RetirementPlan, retire_month
 from ..timeutil import add_months, month_start
-from .backups import event_log_backups, month_of
-from .common import MAINTENANCE_POOL, MONTHLY
+from .backups import event_log_backups
+from .common import MAINTENANCE_POOL, MONTHLY, month_of
 
 _DEFAULT_POLICY = RetentionPolicy()
 
