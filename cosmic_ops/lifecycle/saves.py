@@ -1,16 +1,20 @@
 """Inactive saves packed into ``game_saves.compressed_state``, and rehydrated exactly.
 
-A save's rows (``celestial_bodies``, ``save_resources``, ``save_research``) become
-one columnar document (``columnar``: numbers and timestamps as byte-shuffled
-binary arrays, other types in PostgreSQL's own text form; NULL distinct from
-empty). Rehydration rebuilds each row as record text and casts it back to the row
-type, so values and types come back identical; saves packed in the older JSON
-format (``cosmic_ops.save/2``) still rehydrate. PostgreSQL reads the rows set-based per batch; Python compresses them
-(zstd or zlib), decompresses again and checks the sha256 before the rows are
-deleted, and the delete must remove exactly the tuple versions that were read --
-all in the batch's one transaction, so any failure or kill rolls everything back.
-The save rows are locked (``FOR UPDATE SKIP LOCKED``) and re-checked, so a save
-that changed after it was selected is left alone.
+A batch of saves' rows (``celestial_bodies``, ``save_resources``, ``save_research``)
+is taken with one ``COPY (DELETE ... RETURNING ...) TO STDOUT (FORMAT binary)`` per
+table, and each save becomes one document of its rows in PostgreSQL's own binary
+form, column by column (``savecopy``, format ``cosmic_ops.save/4``); rehydration
+copies the same bytes back with ``COPY ... FROM STDIN (FORMAT binary)``, so values
+and types come back identical. Saves packed in older formats (``cosmic_ops.save/2``
+JSON, ``cosmic_ops.save/3`` columnar text) still rehydrate.
+
+What is packed is exactly what was deleted. Python builds each document, reads it
+back, compresses it (zstd or zlib), decompresses it again and checks the sha256,
+and only then stores it -- all in the batch's one transaction, which commits only
+after every check passed, so any failure or kill rolls everything back. The save
+rows are locked (``FOR UPDATE SKIP LOCKED``) and re-checked, so a save that changed
+after it was selected is left alone; while a batch runs, the game cannot add to or
+change its saves' rows (the foreign-key check waits on the save's lock).
 """
 
 from __future__ import annotations
@@ -29,19 +33,20 @@ import zstandard
 from psycopg import sql
 
 from ..db import end_read, maintenance_lock
-from . import columnar
+from . import columnar, savecopy
 from .archive import table_columns
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 SAVES_TABLE = "game_saves"
 SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")
-DOCUMENT_FORMAT = columnar.FORMAT
-# Saves packed before the columnar format: one JSON document, every value as text.
+DOCUMENT_FORMAT = savecopy.FORMAT
+# Older formats, still read: every value as text in one JSON document (/2), or in columns (/3).
 JSON_DOCUMENT_FORMAT = "cosmic_ops.save/2"
+COLUMNAR_DOCUMENT_FORMAT = columnar.FORMAT
 LOCK_SCOPE = "game_saves_compression"
 DEFAULT_INACTIVE_FOR = timedelta(days=7)
 CODECS = ("zstd", "zlib")
-# Settings that make record text identical in every session (and parse back the same).
+# Settings under which older formats' record text parses back the same.
 _TEXT_SETTINGS = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres",
                   "extra_float_digits": "1", "bytea_output": "hex"}
 
@@ -125,7 +130,14 @@ class PackedSave:
     save_id: int
     compressed: bytes
     info: dict
-    versions: dict[str, str]
+
+
+@dataclass
+class PackedBatch:
+    """A batch's packs, and how many rows were taken from each table for them."""
+
+    packs: list[PackedSave]
+    rows_taken: dict[str, int]
 
 
 def _set_text_settings(conn: psycopg.Connection) -> None:
@@ -166,79 +178,15 @@ def _lock_unchanged(conn: psycopg.Connection, selected: Sequence[tuple[int, date
     return [r[0] for r in rows]
 
 
-@dataclass
-class TableRows:
-    """One save's rows of one table, column by column, each value in its text form (None = NULL).
-
-    ``versions`` fingerprints the exact tuple versions read (table, ctid, xmin), so the
-    delete can prove it removed those and no others.
-    """
-
-    values: list[list]
-    tuple_bytes: int = 0
-    versions: str = ""
-
-    @property
-    def count(self) -> int:
-        return len(self.values[0]) if self.values else 0
-
-
-_VERSION_FINGERPRINT = sql.SQL(
-    "md5(string_agg({t}::text || ':' || {c}::text || ':' || {x}::text, ',' ORDER BY {t}, {c}))")
-
-
-def column_types(conn: psycopg.Connection, table: str) -> list[str]:
-    """Type names of ``table``'s columns in order (as ``table_columns``)."""
-    rows = conn.execute(
-        "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        (table,)).fetchall()
-    return [r[0] for r in rows]
-
-
-# Read as Python values (binary, hence exact); every other type is read in its text form.
-_TYPED_READ = columnar.INT_TYPES | {"float8", "bool"}
-
-
-def _read_rows(conn: psycopg.Connection, table: str, columns: list[str], types: list[str],
-               save_ids: list[int]) -> dict[int, TableRows]:
-    """Per save: its rows of ``table`` column by column, their tuple bytes and version fingerprint.
-
-    Columns compress far better than rows: neighbouring values look alike.
-    """
-    arrays = sql.SQL(", ").join(
-        sql.SQL("array_agg({})" if kind in _TYPED_READ else "array_agg({}::text)").format(sql.Identifier("r", c))
-        for c, kind in zip(columns, types))
-    fingerprint = _VERSION_FINGERPRINT.format(t=sql.Identifier("r", "_tableoid"), c=sql.Identifier("r", "_ctid"),
-                                              x=sql.Identifier("r", "_xmin"))
-    # Every aggregate of a group reads the rows in the same order, so the arrays line up.
-    rows = conn.execute(
-        sql.SQL(
-            """SELECT r.save_id, sum(r._bytes)::bigint, {fingerprint}, {arrays}
-            FROM (SELECT t.tableoid AS _tableoid, t.ctid AS _ctid, t.xmin AS _xmin, pg_column_size(t.*) AS _bytes, t.*
-                  FROM {table} t WHERE t.save_id = ANY(%s)) r
-            GROUP BY r.save_id"""
-        ).format(fingerprint=fingerprint, arrays=arrays, table=sql.Identifier(table)),
-        (save_ids,),
-        # Binary results: numbers arrive as they are stored, with no text formatting and parsing.
-        binary=True,
-    ).fetchall()
-    return {row[0]: TableRows(values=list(row[3:]), tuple_bytes=row[1], versions=row[2]) for row in rows}
+def _record_text(values: Sequence[str | None]) -> str:
+    """PostgreSQL record input for one row: every non-NULL value quoted, NULL left empty."""
+    return "(" + ",".join(
+        "" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + ")"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 EPOCH_US = "epoch_us"
-
-
-def _timestamp_to_us(text: str | None):
-    """ISO UTC text -> microseconds since the epoch (ints compress far better); other values stay text."""
-    if text is None:
-        return None
-    try:
-        return (datetime.fromisoformat(text) - _EPOCH) // _MICROSECOND
-    except (ValueError, OverflowError):  # infinity, BC dates, years past 9999
-        return text
 
 
 def _us_to_timestamp(value) -> str | None:
@@ -247,26 +195,8 @@ def _us_to_timestamp(value) -> str | None:
     return (_EPOCH + value * _MICROSECOND).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
-def column_encodings(conn: psycopg.Connection, table: str) -> dict[str, str]:
-    rows = conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped "
-        "AND atttypid = 'timestamptz'::regtype", (table,)).fetchall()
-    return {r[0]: EPOCH_US for r in rows}
-
-
-def _encode(columns: list[str], encodings: dict[str, str], values: list[list]) -> list[list]:
-    return [[_timestamp_to_us(v) for v in column] if encodings.get(name) == EPOCH_US else column
-            for name, column in zip(columns, values)]
-
-
-def _record_text(values: Sequence[str | None]) -> str:
-    """PostgreSQL record input for one row: every non-NULL value quoted, NULL left empty."""
-    return "(" + ",".join(
-        "" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + ")"
-
-
 def document_rows(part: dict) -> list[str]:
-    """The record texts of one table of a document, row by row."""
+    """The record texts of one table of a /2 or /3 document, row by row."""
     if not part["values"]:
         return []
     encodings = part.get("encodings", {})
@@ -275,23 +205,11 @@ def document_rows(part: dict) -> list[str]:
     return [_record_text(row) for row in zip(*columns)]
 
 
-def build_json_document(save_id: int, columns: dict[str, list[str]], encodings: dict[str, dict[str, str]],
-                        rows: dict[str, TableRows]) -> bytes:
-    """The ``cosmic_ops.save/2`` document (kept to prove older packs still rehydrate)."""
-    document = {
-        "format": JSON_DOCUMENT_FORMAT,
-        "save_id": save_id,
-        "tables": {t: {"columns": columns[t], "encodings": encodings[t],
-                       "values": _encode(columns[t], encodings[t], rows[t].values)} for t in SAVE_TABLES},
-    }
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def _verify(name: str, compressed: bytes, expected: dict, *, parse: bool = True) -> dict | None:
     """Decompress and check length and sha256 (and, parsing it, row counts) against ``expected``.
 
     Right after packing, the checksum alone proves the decompressed bytes are the
-    document just built from the rows (whose counts are known), so parsing is skipped.
+    document just built and read back from the rows, so parsing is skipped.
     """
     raw = Codec.decompress(name, compressed)
     if hashlib.sha256(raw).hexdigest() != expected["sha256"] or len(raw) != expected["original_bytes"]:
@@ -299,16 +217,24 @@ def _verify(name: str, compressed: bytes, expected: dict, *, parse: bool = True)
     if not parse:
         return None
     document = _parse_document(raw, expected)
-    counts = {t: TableRows(document["tables"][t]["values"]).count for t in SAVE_TABLES}
+    counts = {t: _row_count(document["tables"][t]) for t in SAVE_TABLES}
     if counts != expected["row_counts"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: row counts {counts} != {expected['row_counts']}")
     return document
+
+
+def _row_count(part: dict) -> int:
+    if "decoded" in part:
+        return part["decoded"].rows
+    return len(part["values"][0]) if part["values"] else 0
 
 
 def _parse_document(raw: bytes, expected: dict) -> dict:
     fmt = expected.get("format", JSON_DOCUMENT_FORMAT)
     try:
         if fmt == DOCUMENT_FORMAT:
+            return savecopy.parse(raw)
+        if fmt == COLUMNAR_DOCUMENT_FORMAT:
             return columnar.parse(raw)
         if fmt == JSON_DOCUMENT_FORMAT:
             document = json.loads(raw)
@@ -319,20 +245,26 @@ def _parse_document(raw: bytes, expected: dict) -> dict:
     raise SaveVerificationFailed(f"save {expected.get('save_id')}: unknown document format {fmt!r}")
 
 
-def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> tuple[list[PackedSave], int]:
-    """Read, pack and verify ``save_ids`` (already locked); returns the packs and the rows' tuple bytes."""
-    columns = {t: table_columns(conn, t) for t in SAVE_TABLES}
-    types = {t: column_types(conn, t) for t in SAVE_TABLES}
-    per_table = {t: _read_rows(conn, t, columns[t], types[t], save_ids) for t in SAVE_TABLES}
-    rows_of = [{t: per_table[t].get(save_id) or TableRows([[] for _ in columns[t]]) for t in SAVE_TABLES}
-               for save_id in save_ids]
-    documents = columnar.build_many(save_ids, {
-        t: (columns[t], types[t], [rows[t].values for rows in rows_of]) for t in SAVE_TABLES})
-    packs: list[PackedSave] = []
-    tuple_bytes = 0
+def _binary_session(conn: psycopg.Connection) -> None:
+    # Text values travel in the client encoding even in binary COPY: one fixed encoding both ways.
+    conn.execute("SELECT set_config('client_encoding', 'UTF8', true)")
+
+
+def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> PackedBatch:
+    """Take the rows of ``save_ids`` (already locked), pack and verify them, in the caller's transaction.
+
+    The rows are deleted here: the caller stores the packs and commits, or rolls back.
+    """
+    _binary_session(conn)
+    batches = {t: savecopy.take_batch(conn, savecopy.table_layout(conn, t), save_ids) for t in SAVE_TABLES}
+    try:
+        documents = savecopy.encode_saves(batches)
+    except savecopy.EncodingMismatch as exc:
+        raise SaveVerificationFailed(f"saves {min(save_ids)}..{max(save_ids)}: {exc}") from exc
+    ordered = batches[SAVE_TABLES[0]].save_ids
     compress = codec.compressor()
-    for save_id, rows, raw in zip(save_ids, rows_of, documents):
-        row_bytes = sum(r.tuple_bytes for r in rows.values())
+    packs = []
+    for number, (save_id, raw) in enumerate(zip(ordered, documents)):
         compressed = compress(raw)
         info = {
             "format": DOCUMENT_FORMAT,
@@ -341,40 +273,13 @@ def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> t
             "level": codec.level,
             "original_bytes": len(raw),
             "compressed_bytes": len(compressed),
-            "row_bytes": row_bytes,
-            "row_counts": {t: rows[t].count for t in SAVE_TABLES},
+            "row_bytes": sum(batches[t].value_bytes(number) for t in SAVE_TABLES),
+            "row_counts": {t: batches[t].count(number) for t in SAVE_TABLES},
             "sha256": hashlib.sha256(raw).hexdigest(),
         }
         _verify(codec.name, compressed, info, parse=False)
-        packs.append(PackedSave(save_id, compressed, info, {t: rows[t].versions for t in SAVE_TABLES}))
-        tuple_bytes += row_bytes
-    return packs, tuple_bytes
-
-
-def _delete_rows(conn: psycopg.Connection, packs: list[PackedSave]) -> int:
-    """Delete the packed rows; raise (rolling the batch back) unless exactly the packed tuple versions went.
-
-    The rows are not locked while being read: a concurrent change would show up
-    here as a different count or version fingerprint, and nothing is lost.
-    """
-    ids = [p.save_id for p in packs]
-    deleted = 0
-    fingerprint = _VERSION_FINGERPRINT.format(t=sql.Identifier("tableoid"), c=sql.Identifier("ctid"),
-                                              x=sql.Identifier("xmin"))
-    for table in SAVE_TABLES:
-        found = {save_id: (count, versions) for save_id, count, versions in conn.execute(
-            sql.SQL("WITH d AS (DELETE FROM {} WHERE save_id = ANY(%s) RETURNING tableoid, ctid, xmin, save_id) "
-                    "SELECT save_id, count(*), {} FROM d GROUP BY save_id").format(sql.Identifier(table), fingerprint),
-            (ids,),
-        ).fetchall()}
-        for pack in packs:
-            count, versions = found.get(pack.save_id, (0, None))
-            if count != pack.info["row_counts"][table] or (count and versions != pack.versions[table]):
-                raise SaveVerificationFailed(
-                    f"save {pack.save_id}: {table} changed while being packed ({count} rows deleted, "
-                    f"{pack.info['row_counts'][table]} packed); batch rolled back")
-        deleted += sum(count for count, _ in found.values())
-    return deleted
+        packs.append(PackedSave(save_id, compressed, info))
+    return PackedBatch(packs, {t: b.rows for t, b in batches.items()})
 
 
 def _store(conn: psycopg.Connection, packs: list[PackedSave]) -> None:
@@ -393,17 +298,16 @@ def compress_batch(conn: psycopg.Connection, selected: Sequence[tuple[int, datet
                    report: CompressReport) -> list[int]:
     """Pack one batch of selected saves in one transaction; returns the ids packed."""
     with own_transaction(conn):
-        _set_text_settings(conn)
         save_ids = _lock_unchanged(conn, selected)
         report.skipped_changed += len(selected) - len(save_ids)
         if not save_ids:
             return []
-        packs, tuple_bytes = pack_saves(conn, save_ids, codec)
-        _store(conn, packs)
-        report.rows_folded += _delete_rows(conn, packs)
-        report.bytes_before += tuple_bytes
-        report.bytes_after += sum(len(p.compressed) for p in packs)
-        report.document_bytes += sum(p.info["original_bytes"] for p in packs)
+        batch = pack_saves(conn, save_ids, codec)
+        _store(conn, batch.packs)
+        report.rows_folded += sum(batch.rows_taken.values())
+        report.bytes_before += sum(p.info["row_bytes"] for p in batch.packs)
+        report.bytes_after += sum(len(p.compressed) for p in batch.packs)
+        report.document_bytes += sum(p.info["original_bytes"] for p in batch.packs)
     return save_ids
 
 
@@ -507,7 +411,6 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
     Returns the rows restored per table.
     """
     with conn.transaction():
-        _set_text_settings(conn)
         found = conn.execute(
             sql.SQL("SELECT compressed_state, compression_info FROM {} WHERE id = %s FOR UPDATE").format(
                 sql.Identifier(SAVES_TABLE)), (save_id,)).fetchone()
@@ -517,24 +420,45 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
         if state is None:
             raise ValueError(f"save {save_id} is not compressed")
         document = _verify(info["codec"], bytes(state), info)
-        restored: dict[str, int] = {}
-        for table in SAVE_TABLES:
-            part = document["tables"][table]
-            current = table_columns(conn, table)
-            if part["columns"] != current:
-                raise SaveVerificationFailed(
-                    f"save {save_id}: {table} columns changed since packing ({part['columns']} -> {current})")
-            records = document_rows(part)
-            inserted = conn.execute(
-                sql.SQL("INSERT INTO {t} SELECT (r::{t}).* FROM unnest(%s::text[]) AS r").format(
-                    t=sql.Identifier(table)), (records,)).rowcount
-            if inserted != len(records):
-                raise SaveVerificationFailed(f"save {save_id}: {table} restored {inserted} of {len(records)} rows")
-            restored[table] = inserted
+        restore = _restore_binary if info.get("format") == DOCUMENT_FORMAT else _restore_text
+        restored = {table: restore(conn, save_id, table, document["tables"][table]) for table in SAVE_TABLES}
         conn.execute(
             sql.SQL("UPDATE {} SET compressed_state = NULL, compression_info = NULL, compressed_at = NULL "
                     "WHERE id = %s").format(sql.Identifier(SAVES_TABLE)), (save_id,))
     return restored
+
+
+def _restore_binary(conn: psycopg.Connection, save_id: int, table: str, part: dict) -> int:
+    layout = savecopy.table_layout(conn, table)
+    decoded = part["decoded"]
+    if (decoded.columns, decoded.types) != (list(layout.columns), list(layout.types)):
+        raise SaveVerificationFailed(
+            f"save {save_id}: {table} columns changed since packing "
+            f"({list(zip(decoded.columns, decoded.types))} -> {list(zip(layout.columns, layout.types))})")
+    _binary_session(conn)
+    with conn.cursor() as cursor:
+        with cursor.copy(layout.insert_statement()) as copy:
+            copy.write(decoded.copy_stream())
+        inserted = cursor.rowcount
+    if inserted != decoded.rows:
+        raise SaveVerificationFailed(f"save {save_id}: {table} restored {inserted} of {decoded.rows} rows")
+    return inserted
+
+
+def _restore_text(conn: psycopg.Connection, save_id: int, table: str, part: dict) -> int:
+    """Rows of a /2 or /3 document: record text cast back to the row type."""
+    _set_text_settings(conn)
+    current = table_columns(conn, table)
+    if part["columns"] != current:
+        raise SaveVerificationFailed(
+            f"save {save_id}: {table} columns changed since packing ({part['columns']} -> {current})")
+    records = document_rows(part)
+    inserted = conn.execute(
+        sql.SQL("INSERT INTO {t} SELECT (r::{t}).* FROM unnest(%s::text[]) AS r").format(
+            t=sql.Identifier(table)), (records,)).rowcount
+    if inserted != len(records):
+        raise SaveVerificationFailed(f"save {save_id}: {table} restored {inserted} of {len(records)} rows")
+    return inserted
 
 
 def verify_packed_saves(conn: psycopg.Connection, save_ids: Iterable[int]) -> dict[int, str]:

@@ -212,8 +212,9 @@ def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
         assert _save_rows(conn, due) == before
 
 
-def test_a_row_changed_while_packing_rolls_the_batch_back(new_database):
-    from cosmic_ops.lifecycle.saves import _delete_rows, _lock_unchanged, _set_text_settings, pack_saves
+def test_a_game_write_cannot_slip_in_while_a_batch_is_packed_and_a_failed_batch_restores_every_row(new_database):
+    """The rows are taken (DELETE ... RETURNING) and held until the batch commits or rolls back."""
+    from cosmic_ops.lifecycle.saves import _lock_unchanged, pack_saves
 
     load_demo(new_database, seed=19)
     with db.connect(new_database) as conn:
@@ -221,50 +222,75 @@ def test_a_row_changed_while_packing_rolls_the_batch_back(new_database):
         selected = select_candidates(conn, MonthScope.of(month, timedelta(days=7)), 2)
         conn.commit()
         ids = [s[0] for s in selected]
-        with pytest.raises(SaveVerificationFailed, match="changed while being packed"):
+        before = _save_rows(conn, ids)
+        with pytest.raises(RuntimeError, match="verification failed on purpose"):
             with conn.transaction():
-                _set_text_settings(conn)
                 assert _lock_unchanged(conn, selected) == ids
-                packs, _ = pack_saves(conn, ids, Codec())
+                batch = pack_saves(conn, ids, Codec())
+                assert batch.rows_taken["save_resources"] == len(before["save_resources"]) == 16
                 with psycopg.connect(new_database, autocommit=True) as game:
-                    game.execute("UPDATE save_resources SET amount = amount + 1 "
-                                 "WHERE save_id = %s AND resource_type = 'metal'", (ids[1],))
-                _delete_rows(conn, packs)
+                    game.execute("SET lock_timeout = '200ms'")
+                    with pytest.raises(psycopg.errors.LockNotAvailable):
+                        game.execute("UPDATE save_resources SET amount = amount + 1 "
+                                     "WHERE save_id = %s AND resource_type = 'metal'", (ids[1],))
+                    with pytest.raises(psycopg.errors.LockNotAvailable):
+                        game.execute("INSERT INTO save_research (save_id, tech_id) VALUES (%s, 'tech_new')",
+                                     (ids[0],))
+                raise RuntimeError("verification failed on purpose")
         assert _packed_ids(conn) == []
-        after = _save_rows(conn, ids)
-        assert all(after.values())
-        assert len(after["save_resources"]) == 16
+        assert _save_rows(conn, ids) == before
 
 
-def test_a_save_packed_in_the_json_format_still_rehydrates(demo_db):
-    """Saves packed before the columnar format (``cosmic_ops.save/2``) come back exactly."""
+def _pack_in_an_older_format(conn, save_id: int, fmt: str) -> None:
+    """Pack ``save_id`` as an earlier release did: /2 (JSON of text values) or /3 (columnar)."""
     import hashlib
     import json
 
-    from cosmic_ops.lifecycle import saves
+    from cosmic_ops.lifecycle import columnar, savecopy, saves
 
+    with conn.transaction():
+        saves._set_text_settings(conn)
+        tables = {}
+        for table in SAVE_TABLES:
+            layout = savecopy.table_layout(conn, table)
+            names, types = list(layout.columns), list(layout.types)
+            # /3 read integers, float8 and bool as values and everything else as text; /2 all as text.
+            typed = columnar.INT_TYPES | {"float8", "bool"} if fmt == saves.COLUMNAR_DOCUMENT_FORMAT else set()
+            arrays = psycopg.sql.SQL(", ").join(
+                psycopg.sql.SQL("array_agg({})" if kind in typed else "array_agg({}::text)").format(
+                    psycopg.sql.Identifier(name)) for name, kind in zip(names, types))
+            row = conn.execute(psycopg.sql.SQL("SELECT {} FROM {} WHERE save_id = %s").format(
+                arrays, psycopg.sql.Identifier(table)), (save_id,), binary=True).fetchone()
+            tables[table] = (names, types, [list(v) if v is not None else [] for v in row])
+        if fmt == saves.COLUMNAR_DOCUMENT_FORMAT:
+            raw = columnar.build_many([save_id], {t: (n, k, [v]) for t, (n, k, v) in tables.items()})[0]
+        else:
+            raw = json.dumps({"format": fmt, "save_id": save_id, "tables": {
+                t: {"columns": n, "values": v} for t, (n, _, v) in tables.items()}}).encode()
+        info = {"format": fmt, "save_id": save_id, "codec": "zstd", "level": 6,
+                "original_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
+                "row_counts": {t: len(v[0]) for t, (_, _, v) in tables.items()}}
+        conn.execute("UPDATE game_saves SET compressed_state = %s, compression_info = %s, compressed_at = now() "
+                     "WHERE id = %s", (Codec("zstd", 6).compress(raw), json.dumps(info), save_id))
+        for table in SAVE_TABLES:
+            conn.execute(psycopg.sql.SQL("DELETE FROM {} WHERE save_id = %s").format(
+                psycopg.sql.Identifier(table)), (save_id,))
+
+
+@pytest.mark.parametrize("fmt", ["cosmic_ops.save/2", "cosmic_ops.save/3"])
+def test_a_save_packed_in_an_older_format_still_rehydrates(demo_db, fmt):
+    """Saves packed before the binary format (JSON text /2, columnar /3) come back exactly."""
     with db.connect(demo_db) as conn:
-        save_id = conn.execute("SELECT id FROM game_saves WHERE compressed_state IS NULL "
-                               "AND EXISTS (SELECT 1 FROM save_research s WHERE s.save_id = game_saves.id) "
-                               "ORDER BY id LIMIT 1").fetchone()[0]
+        save_id = conn.execute(
+            "SELECT id FROM game_saves WHERE compressed_state IS NULL "
+            "AND EXISTS (SELECT 1 FROM save_research s WHERE s.save_id = game_saves.id) "
+            "AND EXISTS (SELECT 1 FROM celestial_bodies c WHERE c.save_id = game_saves.id) "
+            "ORDER BY id LIMIT 1").fetchone()[0]
         conn.commit()
         before = _save_rows(conn, [save_id])
-        with conn.transaction():
-            saves._set_text_settings(conn)
-            columns = {t: saves.table_columns(conn, t) for t in SAVE_TABLES}
-            rows = {t: saves._read_rows(conn, t, columns[t], ["text"] * len(columns[t]), [save_id])[save_id]
-                    for t in SAVE_TABLES}
-            raw = saves.build_json_document(save_id, columns,
-                                            {t: saves.column_encodings(conn, t) for t in SAVE_TABLES}, rows)
-            info = {"format": saves.JSON_DOCUMENT_FORMAT, "save_id": save_id, "codec": "zstd", "level": 6,
-                    "original_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
-                    "row_counts": {t: rows[t].count for t in SAVE_TABLES}}
-            conn.execute("UPDATE game_saves SET compressed_state = %s, compression_info = %s, compressed_at = now() "
-                         "WHERE id = %s", (Codec("zstd", 6).compress(raw), json.dumps(info), save_id))
-            for table in SAVE_TABLES:
-                conn.execute(psycopg.sql.SQL("DELETE FROM {} WHERE save_id = %s").format(
-                    psycopg.sql.Identifier(table)), (save_id,))
+        _pack_in_an_older_format(conn, save_id, fmt)
         assert verify_packed_saves(conn, [save_id]) == {}
+        assert all(not rows for rows in _save_rows(conn, [save_id]).values())
         assert rehydrate_save(conn, save_id) == {t: len(before[t]) for t in SAVE_TABLES}
         conn.commit()
         assert _save_rows(conn, [save_id]) == before
