@@ -412,7 +412,7 @@ def our_compress(policy: SavePolicy) -> Callable[[str], int]:
         with db.connect(url) as conn:
             months = due_months(conn, "game_saves", DUE_SAVES)
             report = compress_inactive_saves(conn, months[0], policy, through=months[-1],
-                                             open_worker=lambda: db.connect(url))
+                                             worker_sessions=db.SessionSpec(url))
         return report.log.moved
     return work
 

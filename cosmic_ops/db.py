@@ -12,7 +12,7 @@ import logging
 import random
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import psycopg
@@ -92,6 +92,23 @@ def connect(
         raise psycopg.OperationalError(
             f"cannot connect to {redact(conninfo)}: {str(exc).strip()}"
         ) from None
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What ``connect`` needs, as a value: picklable, so a worker process can open its own session.
+
+    The conninfo (which may hold a password) stays out of ``repr``.
+    """
+
+    conninfo: str = field(repr=False)
+    application_name: str = DEFAULT_APPLICATION_NAME
+    lock_timeout: str = "5s"
+    statement_timeout: str = "0"
+
+    def connect(self, *, autocommit: bool = False) -> psycopg.Connection:
+        return connect(self.conninfo, application_name=self.application_name, lock_timeout=self.lock_timeout,
+                       statement_timeout=self.statement_timeout, autocommit=autocommit)
 
 
 def create_database(server_conninfo: str, name: str) -> str:

@@ -3,7 +3,6 @@
 import dagster as dg
 from pydantic import Field
 
-from .. import db
 from ..lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, parse_age, rehydrate_save
 from ..lifecycle.saves import (
     DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, DEFAULT_WORKERS, sample_packed_saves, saves_with_rows_and_state, select_candidates,
@@ -53,9 +52,7 @@ def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
                                                   "plan": dg.MetadataValue.md(plan)})
         report = compress_inactive_saves(
             conn, month, policy, progress=context.log.info, through=through,
-            open_worker=lambda: db.connect(postgres.conninfo(), application_name="cosmic_ops:compress-saves",
-                                           lock_timeout=postgres.lock_timeout,
-                                           statement_timeout=postgres.statement_timeout))
+            worker_sessions=postgres.session_spec("compress-saves-worker"))
     log = report.log
     context.log.info("packed %d saves of %s (%d rows, %.2fx)", log.moved, month, report.rows_folded, report.ratio)
     return dg.MaterializeResult(metadata={

@@ -36,16 +36,15 @@ class PostgresResource(dg.ConfigurableResource):
         """Where we connect, password removed: fit for metadata and logs."""
         return db.redact(self.conninfo())
 
+    def session_spec(self, purpose: str = "") -> db.SessionSpec:
+        """How to open a session like ``connect`` does, as a value a worker process can use."""
+        name = f"{self.application_name}:{purpose}" if purpose else self.application_name
+        return db.SessionSpec(self.conninfo(), application_name=name[:63], lock_timeout=self.lock_timeout,
+                              statement_timeout=self.statement_timeout)
+
     @contextlib.contextmanager
     def connect(self, *, autocommit: bool = False, purpose: str = "") -> Iterator[psycopg.Connection]:
-        name = f"{self.application_name}:{purpose}" if purpose else self.application_name
-        conn = db.connect(
-            self.conninfo(),
-            application_name=name[:63],
-            lock_timeout=self.lock_timeout,
-            statement_timeout=self.statement_timeout,
-            autocommit=autocommit,
-        )
+        conn = self.session_spec(purpose).connect(autocommit=autocommit)
         try:
             yield conn
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import psycopg
@@ -85,9 +86,9 @@ def test_round_trip_restores_every_row_exactly(demo_db):
         before = _save_rows(conn, due)
         assert all(before.values()) and any("Ke" in row for row in before["celestial_bodies"])
 
-        # Every third month with two sessions side by side, then the rest as one range in one session.
+        # Every third month with two worker processes side by side, then the rest as one range in one session.
         reports = [compress_inactive_saves(conn, m, SavePolicy(throttle=Throttle(batch_size=16), workers=2),
-                                           open_worker=lambda: db.connect(demo_db)) for m in months[::3]]
+                                           worker_sessions=db.SessionSpec(demo_db)) for m in months[::3]]
         reports += [compress_inactive_saves(conn, months[1], SavePolicy(throttle=Throttle(batch_size=16)),
                                             through=months[-1])]
         assert sum(r.log.moved for r in reports) == len(due) == len(_packed_ids(conn))
@@ -175,25 +176,20 @@ def test_a_save_changed_after_selection_is_not_compressed(new_database):
         assert set(_packed_ids(conn)) == set(packed)
 
 
-def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
-    load_demo(new_database, seed=13)
-    with db.connect(new_database) as conn:
+def _busiest_month_and_its_saves(conninfo: str):
+    with db.connect(conninfo) as conn:
         months = inactive_save_months(conn)
         month = max(((m, conn.execute("SELECT count(*) FROM game_saves WHERE NOT is_active AND "
                                       "date_trunc('month', updated_at AT TIME ZONE 'UTC')::date = %s",
                                       (m,)).fetchone()[0]) for m in months[:-1]), key=lambda x: x[1])[0]
         conn.commit()
-        scope = MonthScope.of(month, timedelta(days=7))
-        due = [s[0] for s in select_candidates(conn, scope)]
+        due = [s[0] for s in select_candidates(conn, MonthScope.of(month, timedelta(days=7)))]
         conn.commit()
-        before = _save_rows(conn, due)
-        counts = {t: len(v) for t, v in before.items()}
-    slow = SavePolicy(throttle=Throttle(batch_size=1, pause_s=0.01))
-    worker = KillableWorker(new_database, lambda c: compress_inactive_saves(c, month, slow)).start()
-    worker.kill_when(new_database, "SELECT count(*) >= 3 FROM game_saves WHERE compressed_state IS NOT NULL")
-    assert isinstance(worker.error, psycopg.OperationalError)
+        return month, due, _save_rows(conn, due)
 
-    with db.connect(new_database) as conn:
+
+def _nothing_lost_and_the_rerun_finishes(conninfo: str, month, due: list[int], before: dict) -> None:
+    with db.connect(conninfo) as conn:
         packed = _packed_ids(conn)
         assert 3 <= len(packed) < len(due)
         assert _saves_with_rows_and_state(conn) == 0
@@ -202,7 +198,7 @@ def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
         folded = sum(sum(i["row_counts"].values()) for (i,) in conn.execute(
             "SELECT compression_info FROM game_saves WHERE compressed_state IS NOT NULL"))
         conn.commit()
-        assert folded + sum(len(v) for v in _save_rows(conn, due).values()) == sum(counts.values())
+        assert folded + sum(len(v) for v in _save_rows(conn, due).values()) == sum(len(v) for v in before.values())
 
         rerun = compress_inactive_saves(conn, month)
         assert rerun.log.moved == len(due) - len(packed) and rerun.saves_remaining == 0
@@ -210,6 +206,36 @@ def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
             rehydrate_save(conn, save_id)
         conn.commit()
         assert _save_rows(conn, due) == before
+
+
+def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
+    load_demo(new_database, seed=13)
+    month, due, before = _busiest_month_and_its_saves(new_database)
+    slow = SavePolicy(throttle=Throttle(batch_size=1, pause_s=0.01))
+    worker = KillableWorker(new_database, lambda c: compress_inactive_saves(c, month, slow)).start()
+    worker.kill_when(new_database, "SELECT count(*) >= 3 FROM game_saves WHERE compressed_state IS NOT NULL")
+    assert isinstance(worker.error, psycopg.OperationalError)
+    _nothing_lost_and_the_rerun_finishes(new_database, month, due, before)
+
+
+def test_killed_worker_processes_lose_nothing_and_the_rerun_finishes(new_database):
+    load_demo(new_database, seed=23)
+    month, due, before = _busiest_month_and_its_saves(new_database)
+    slow = SavePolicy(throttle=Throttle(batch_size=1, pause_s=0.05), workers=2)
+    sessions = db.SessionSpec(new_database, application_name="cosmic_ops:test-pack-worker")
+    worker = KillableWorker(new_database, lambda c: compress_inactive_saves(c, month, slow,
+                                                                           worker_sessions=sessions)).start()
+    with psycopg.connect(new_database, autocommit=True) as watcher:
+        while worker.thread.is_alive() and not watcher.execute(
+                "SELECT count(*) >= 3 FROM game_saves WHERE compressed_state IS NOT NULL").fetchone()[0]:
+            time.sleep(0.01)
+        killed = watcher.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE application_name = 'cosmic_ops:test-pack-worker'").fetchone()[0]
+    worker.thread.join()
+    worker.conn.close()
+    assert killed == 2
+    assert isinstance(worker.error, psycopg.OperationalError)
+    _nothing_lost_and_the_rerun_finishes(new_database, month, due, before)
 
 
 def test_a_game_write_cannot_slip_in_while_a_batch_is_packed_and_a_failed_batch_restores_every_row(new_database):
