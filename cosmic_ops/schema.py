@@ -252,6 +252,22 @@ GROUP BY pn.nspname, p.relname, pt.partstrat;
 """
 
 
+# Packed saves name their tables' layouts by fingerprint (lifecycle/savecopy.py); the
+# layouts live here, once each. compressed_state is zstd/zlib output already: TOAST
+# should store it out of line without trying pglz on it first.
+_SAVE_LAYOUTS = """
+CREATE TABLE cosmic_ops.save_layouts (
+    fingerprint text PRIMARY KEY,
+    table_name  text NOT NULL,
+    columns     text[] NOT NULL,
+    types       text[] NOT NULL,
+    nullable    boolean[] NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE game_saves ALTER COLUMN compressed_state SET STORAGE EXTERNAL;
+"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -265,6 +281,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "players, saves, celestial_bodies (LIST + HASH), archive, event_logs (RANGE), monitoring views",
         (_PLAYERS, _SAVES, _CELESTIAL_BODIES, _EVENT_LOGS, _MONITORING_VIEWS),
     ),
+    Migration(2, "registry of packed-save layouts; compressed_state stored without pglz", (_SAVE_LAYOUTS,)),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cosmic_ops import settings
+from cosmic_ops import schema, settings
 
 
 @pytest.fixture()
@@ -39,7 +39,7 @@ def test_cli_bootstraps_an_embedded_server_when_no_url_is_set(state_dir):
     assert f"host={pgdata}" in where and "dbname=cosmic_gardener" in where
     try:
         with psycopg.connect(where) as conn:
-            assert conn.execute("SELECT max(version) FROM cosmic_ops.schema_version").fetchone()[0] == 1
+            assert conn.execute("SELECT max(version) FROM cosmic_ops.schema_version").fetchone()[0] == schema.LATEST_VERSION
             data_dir = conn.execute("SHOW data_directory").fetchone()[0]
         assert data_dir == str(pgdata)
     finally:

@@ -29,7 +29,7 @@ def _catalog_snapshot(conn):
 def test_bootstrap_twice_changes_nothing(fresh_database):
     with db.connect(fresh_database) as conn:
         first = schema.bootstrap(conn)
-        assert first.applied == (1,) and first.version_after == schema.LATEST_VERSION
+        assert first.applied == tuple(m.version for m in schema.MIGRATIONS) and first.version_after == schema.LATEST_VERSION
         before = _catalog_snapshot(conn)
         conn.commit()
         second = schema.bootstrap(conn)
@@ -38,7 +38,7 @@ def test_bootstrap_twice_changes_nothing(fresh_database):
     assert second.applied == () and not second.changed
     assert len(before) > 100
     assert after == before
-    assert versions == 1
+    assert versions == len(schema.MIGRATIONS)
 
 
 def _strategy(conn, table):
@@ -150,3 +150,18 @@ def test_monitoring_views_answer(bootstrapped_database):
         "celestial_bodies": ("list", 5, 0),
         "celestial_bodies_planets": ("hash", 4, 0),
     }
+
+
+def test_a_version_1_database_is_upgraded_to_the_save_layout_registry(new_database, monkeypatch):
+    with db.connect(new_database) as conn:
+        monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        monkeypatch.setattr(schema, "LATEST_VERSION", 1)
+        assert schema.bootstrap(conn).applied == (1,)
+        monkeypatch.undo()
+        upgrade = schema.bootstrap(conn)
+        registry, storage = conn.execute(
+            "SELECT to_regclass('cosmic_ops.save_layouts') IS NOT NULL, "
+            "(SELECT attstorage FROM pg_attribute WHERE attrelid = 'game_saves'::regclass "
+            "AND attname = 'compressed_state')").fetchone()
+    assert upgrade.applied == (2,) and upgrade.version_after == 2
+    assert registry and storage == "e"

@@ -26,15 +26,19 @@ byte for byte with what PostgreSQL sent, and every document is read back and its
 blocks compared with the batch, before anything is stored.
 
 A document is one JSON header line, then per table: the NULL masks, the 8-, 4- and
-1-byte shuffled blocks, then the variable-width blocks.
+1-byte shuffled blocks, then the variable-width blocks. The header names each
+table's layout (columns, types, nullability) by fingerprint; the layouts
+themselves are recorded once in ``cosmic_ops.save_layouts`` (a schema registry),
+so each save does not carry its tables' column lists.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import psycopg
@@ -80,6 +84,15 @@ class TableLayout:
     # Rows of a save are ordered by this column (the first integer primary-key column after
     # save_id) so ids step by small amounts; None keeps the order the rows were read in.
     sort_column: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        """Names this layout in documents and in the registry (the sort column is not part of it)."""
+        text = json.dumps([self.table, self.columns, self.types, self.nullable], separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+    def describe(self) -> str:
+        return ", ".join(f"{c} {t}{'' if n else ' NOT NULL'}" for c, t, n in zip(self.columns, self.types, self.nullable))
 
     @property
     def fixed(self) -> list[int]:
@@ -131,6 +144,23 @@ def table_layout(conn: psycopg.Connection, table: str) -> TableLayout:
     sort_column = next((name for name, kind in key if name != "save_id" and kind in _FIXED
                         and _FIXED[kind][3] == "int"), None)
     return TableLayout(table, columns, tuple(r[1] for r in rows), tuple(r[2] for r in rows), sort_column)
+
+
+def record_layouts(conn: psycopg.Connection, layouts: Sequence[TableLayout]) -> None:
+    """Register the layouts documents are about to name (in the caller's transaction)."""
+    for layout in layouts:
+        conn.execute(
+            "INSERT INTO cosmic_ops.save_layouts (fingerprint, table_name, columns, types, nullable) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING",
+            (layout.fingerprint, layout.table, list(layout.columns), list(layout.types), list(layout.nullable)))
+
+
+def recorded_layout(conn: psycopg.Connection, fingerprint: str) -> TableLayout | None:
+    row = conn.execute("SELECT table_name, columns, types, nullable FROM cosmic_ops.save_layouts "
+                       "WHERE fingerprint = %s", (fingerprint,)).fetchone()
+    if row is None:
+        return None
+    return TableLayout(row[0], tuple(row[1]), tuple(row[2]), tuple(row[3]), None)
 
 
 # --- reading COPY binary --------------------------------------------------------------------
@@ -381,9 +411,7 @@ def _encode_table(batch: BatchRows) -> _EncodedTable:
         if members:
             groups[width] = np.column_stack(members).astype(dtype, copy=False)
     masked = [s.nulls for s in stored if s.nulls is not None]
-    header = {"columns": list(layout.columns), "types": list(layout.types),
-              "fixed": [[s.index, *s.spec] for s in stored], "masked": [s.index for s in stored if s.nulls is not None],
-              "var": [v.index for v in batch.var]}
+    header = {"layout": layout.fingerprint, "fixed": [s.spec for s in stored]}
     return _EncodedTable(header, np.column_stack(masked) if masked else None, groups, batch.var)
 
 
@@ -430,44 +458,41 @@ def encode_saves(batches: dict[str, BatchRows]) -> list[bytes]:
 # --- decoding ---------------------------------------------------------------------------------
 @dataclass
 class DecodedTable:
-    columns: list[str]
-    types: list[str]
+    layout: TableLayout
     rows: int
     masks: np.ndarray | None
     groups: dict[int, np.ndarray]
     fixed_specs: list[list]
-    masked: list[int]
     var: dict[int, bytes]
 
     def wire_columns(self) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
         """Fixed columns back to big-endian wire values, with their NULL masks."""
         position = {width: 0 for width in self.groups}
+        masked = self.layout.masked
         out = {}
         starts = np.array([0, self.rows], dtype=np.int64)
-        for entry in self.fixed_specs:
-            index, spec = entry[0], entry[1:]
+        for index, spec in zip(self.layout.fixed, self.fixed_specs):
             width = _STORED_WIDTH[spec[0]]
             stored = self.groups[width][:, position[width]]
             position[width] += 1
-            nulls = self.masks[:, self.masked.index(index)] if index in self.masked else None
-            out[index] = (_decode_fixed(spec, self.types[index], np.ascontiguousarray(stored), starts), nulls)
+            nulls = self.masks[:, masked.index(index)] if index in masked else None
+            out[index] = (_decode_fixed(spec, self.layout.types[index], np.ascontiguousarray(stored), starts), nulls)
         return out
 
     def copy_stream(self) -> bytes:
         """The rows as a COPY binary stream, columns in table order (NULLs as PostgreSQL writes them)."""
         fixed = self.wire_columns()
         fields: list[list[bytes]] = []
-        for index in range(len(self.columns)):
+        for index in range(len(self.layout.columns)):
             if index in fixed:
                 wire, nulls = fixed[index]
-                width = wire.dtype.itemsize.to_bytes(4, "big")
-                raw = wire.tobytes()
                 size = wire.dtype.itemsize
-                fields.append([b"\xff\xff\xff\xff" if nulls is not None and nulls[r] else width + raw[r * size:(r + 1) * size]
+                prefix, raw = size.to_bytes(4, "big"), wire.tobytes()
+                fields.append([b"\xff\xff\xff\xff" if nulls is not None and nulls[r] else prefix + raw[r * size:(r + 1) * size]
                                for r in range(self.rows)])
             else:
                 fields.append(_split_fields(self.var[index], self.rows))
-        count = len(self.columns).to_bytes(2, "big")
+        count = len(self.layout.columns).to_bytes(2, "big")
         return COPY_HEADER + b"".join(count + b"".join(row) for row in zip(*fields)) + COPY_TRAILER
 
 
@@ -483,8 +508,14 @@ def _split_fields(data: bytes, rows: int) -> list[bytes]:
     return out
 
 
-def parse(raw: bytes) -> dict:
-    """The header, with each table's ``DecodedTable`` under ``"decoded"``."""
+LayoutResolver = Callable[[str, str], TableLayout]
+
+
+def parse(raw: bytes, layout_of: LayoutResolver) -> dict:
+    """The header, with each table's ``DecodedTable`` under ``"decoded"``.
+
+    ``layout_of(table, fingerprint)`` gives the layout a table's part was written with.
+    """
     line, _, body = raw.partition(b"\n")
     header = json.loads(line)
     if header.get("format") != FORMAT:
@@ -499,17 +530,19 @@ def parse(raw: bytes) -> dict:
         offset += size
         return block
 
-    for part in header["tables"].values():
-        rows, masked = part["rows"], part["masked"]
+    for name, part in header["tables"].items():
+        layout = layout_of(name, part["layout"])
+        rows, masked, specs = part["rows"], layout.masked, part["fixed"]
+        if len(specs) != len(layout.fixed) or len(part["var_bytes"]) != len(layout.var):
+            raise ValueError(f"{name}: document blocks do not match layout {part['layout']}")
         masks = np.frombuffer(take(rows * len(masked)), np.uint8).reshape(len(masked), rows).T if masked else None
         groups = {}
         for width in sorted(_GROUP_TYPES, reverse=True):
-            count = sum(1 for entry in part["fixed"] if _STORED_WIDTH[entry[1]] == width)
+            count = sum(1 for spec in specs if _STORED_WIDTH[spec[0]] == width)
             if count:
                 groups[width] = _unshuffle(take(rows * count * width), rows, count, width, _GROUP_TYPES[width])
-        var = {index: take(size) for index, size in zip(part["var"], part["var_bytes"])}
-        part["decoded"] = DecodedTable(part["columns"], part["types"], rows, masks, groups,
-                                       [[entry[0], *entry[1:]] for entry in part["fixed"]], masked, var)
+        var = {index: take(size) for index, size in zip(layout.var, part["var_bytes"])}
+        part["decoded"] = DecodedTable(layout, rows, masks, groups, specs, var)
     if offset != len(body):
         raise ValueError(f"document body holds {len(body)} bytes, the header accounts for {offset}")
     return header
@@ -523,8 +556,9 @@ def row_counts(raw: bytes) -> dict[str, int]:
 def _check_documents(documents: list[bytes], batches: dict[str, BatchRows], tables: dict[str, _EncodedTable]) -> None:
     """Read every document back; its blocks, side by side, must be the batch's stored values and fields."""
     parts: dict[str, list[DecodedTable]] = {name: [] for name in batches}
+    layouts = {batch.layout.fingerprint: batch.layout for batch in batches.values()}
     for raw in documents:
-        for name, part in parse(raw)["tables"].items():
+        for name, part in parse(raw, lambda _, fingerprint: layouts[fingerprint])["tables"].items():
             parts[name].append(part["decoded"])
     for name, decoded in parts.items():
         table, batch = tables[name], batches[name]

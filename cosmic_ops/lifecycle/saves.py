@@ -206,18 +206,20 @@ def document_rows(part: dict) -> list[str]:
     return [_record_text(row) for row in zip(*columns)]
 
 
-def _verify(name: str, compressed: bytes, expected: dict, *, parse: bool = True) -> dict | None:
+def _verify(name: str, compressed: bytes, expected: dict, *, layout_of: savecopy.LayoutResolver | None = None
+            ) -> dict | None:
     """Decompress and check length and sha256 (and, parsing it, row counts) against ``expected``.
 
     Right after packing, the checksum alone proves the decompressed bytes are the
-    document just built and read back from the rows, so parsing is skipped.
+    document just built and read back from the rows, so parsing is skipped (no
+    ``layout_of``, which resolves the table layouts a document names).
     """
     raw = Codec.decompress(name, compressed)
     if hashlib.sha256(raw).hexdigest() != expected["sha256"] or len(raw) != expected["original_bytes"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: checksum mismatch after decompression")
-    if not parse:
+    if layout_of is None:
         return None
-    document = _parse_document(raw, expected)
+    document = _parse_document(raw, expected, layout_of)
     counts = {t: _row_count(document["tables"][t]) for t in SAVE_TABLES}
     if counts != expected["row_counts"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: row counts {counts} != {expected['row_counts']}")
@@ -230,11 +232,11 @@ def _row_count(part: dict) -> int:
     return len(part["values"][0]) if part["values"] else 0
 
 
-def _parse_document(raw: bytes, expected: dict) -> dict:
+def _parse_document(raw: bytes, expected: dict, layout_of: savecopy.LayoutResolver) -> dict:
     fmt = expected.get("format", JSON_DOCUMENT_FORMAT)
     try:
         if fmt == DOCUMENT_FORMAT:
-            return savecopy.parse(raw)
+            return savecopy.parse(raw, layout_of)
         if fmt == COLUMNAR_DOCUMENT_FORMAT:
             return columnar.parse(raw)
         if fmt == JSON_DOCUMENT_FORMAT:
@@ -257,7 +259,9 @@ def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> P
     The rows are deleted here: the caller stores the packs and commits, or rolls back.
     """
     _binary_session(conn)
-    batches = {t: savecopy.take_batch(conn, savecopy.table_layout(conn, t), save_ids) for t in SAVE_TABLES}
+    layouts = [savecopy.table_layout(conn, t) for t in SAVE_TABLES]
+    savecopy.record_layouts(conn, layouts)
+    batches = {layout.table: savecopy.take_batch(conn, layout, save_ids) for layout in layouts}
     try:
         documents = savecopy.encode_saves(batches)
     except savecopy.EncodingMismatch as exc:
@@ -278,7 +282,7 @@ def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> P
             "row_counts": {t: batches[t].count(number) for t in SAVE_TABLES},
             "sha256": hashlib.sha256(raw).hexdigest(),
         }
-        _verify(codec.name, compressed, info, parse=False)
+        _verify(codec.name, compressed, info)
         packs.append(PackedSave(save_id, compressed, info))
     return PackedBatch(packs, {t: b.rows for t, b in batches.items()})
 
@@ -441,7 +445,7 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
         state, info = found
         if state is None:
             raise ValueError(f"save {save_id} is not compressed")
-        document = _verify(info["codec"], bytes(state), info)
+        document = _verify(info["codec"], bytes(state), info, layout_of=_registered_layouts(conn))
         restore = _restore_binary if info.get("format") == DOCUMENT_FORMAT else _restore_text
         restored = {table: restore(conn, save_id, table, document["tables"][table]) for table in SAVE_TABLES}
         conn.execute(
@@ -450,13 +454,25 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
     return restored
 
 
+def _registered_layouts(conn: psycopg.Connection) -> savecopy.LayoutResolver:
+    known: dict[str, savecopy.TableLayout | None] = {}
+
+    def layout_of(table: str, fingerprint: str) -> savecopy.TableLayout:
+        if fingerprint not in known:
+            known[fingerprint] = savecopy.recorded_layout(conn, fingerprint)
+        layout = known[fingerprint]
+        if layout is None or layout.table != table:
+            raise SaveVerificationFailed(f"{table} layout {fingerprint} is not in cosmic_ops.save_layouts")
+        return layout
+    return layout_of
+
+
 def _restore_binary(conn: psycopg.Connection, save_id: int, table: str, part: dict) -> int:
     layout = savecopy.table_layout(conn, table)
     decoded = part["decoded"]
-    if (decoded.columns, decoded.types) != (list(layout.columns), list(layout.types)):
+    if decoded.layout.fingerprint != layout.fingerprint:
         raise SaveVerificationFailed(
-            f"save {save_id}: {table} columns changed since packing "
-            f"({list(zip(decoded.columns, decoded.types))} -> {list(zip(layout.columns, layout.types))})")
+            f"save {save_id}: {table} changed since packing ({decoded.layout.describe()} -> {layout.describe()})")
     _binary_session(conn)
     with conn.cursor() as cursor:
         with cursor.copy(layout.insert_statement()) as copy:
@@ -486,11 +502,12 @@ def _restore_text(conn: psycopg.Connection, save_id: int, table: str, part: dict
 def verify_packed_saves(conn: psycopg.Connection, save_ids: Iterable[int]) -> dict[int, str]:
     """Decompress each packed save and check it; returns {save id: problem} for the bad ones."""
     problems: dict[int, str] = {}
+    layout_of = _registered_layouts(conn)
     for save_id, state, info in conn.execute(
         sql.SQL("SELECT id, compressed_state, compression_info FROM {} WHERE id = ANY(%s) "
                 "AND compressed_state IS NOT NULL").format(sql.Identifier(SAVES_TABLE)), (list(save_ids),)):
         try:
-            _verify(info["codec"], bytes(state), info)
+            _verify(info["codec"], bytes(state), info, layout_of=layout_of)
         except (SaveVerificationFailed, ValueError, KeyError, zlib.error, zstandard.ZstdError) as exc:
             problems[save_id] = str(exc)
     return problems
