@@ -12,7 +12,7 @@ import pytest
 
 from cosmic_ops import db
 from cosmic_ops.lifecycle import ArchivePolicy, Throttle, archive_destroyed_bodies, plan_archive, unarchive_bodies
-from cosmic_ops.lifecycle.archive import archive_tablespace, ensure_archive_tablespace
+from cosmic_ops.lifecycle.archive import ArchiveMismatch, archive_tablespace, ensure_archive_tablespace
 from cosmic_ops.lifecycle.policy import MonthScope
 from cosmic_ops.units import parse_age
 
@@ -115,6 +115,38 @@ def test_a_range_of_months_moves_in_one_run_with_or_without_row_locks(demo_db):
                                      (scope.lower, scope.upper)) == expected
         with pytest.raises(ValueError):
             MonthScope.of(last, timedelta(days=30), through=first)
+
+
+def test_a_leaf_that_fits_one_batch_moves_in_one_statement_and_a_row_dropped_on_insert_rolls_it_back(new_database):
+    load_demo(new_database, seed=5)
+    with db.connect(new_database) as conn:
+        month = destroyed_months(conn)[1]
+        scope = MonthScope.of(month, timedelta(days=30))
+        where = "is_destroyed AND updated_at >= %s AND updated_at < %s"
+        expected = rows_as_text(conn, "celestial_bodies", where, (scope.lower, scope.upper))
+        assert any(",comet," in row for row in expected)
+        # A trigger that silently swallows comets on their way into the archive.
+        conn.execute("CREATE FUNCTION swallow_comets() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN IF NEW.body_type = 'comet' THEN RETURN NULL; END IF; RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER swallow_comets BEFORE INSERT ON celestial_bodies_archive "
+                     "FOR EACH ROW EXECUTE FUNCTION swallow_comets()")
+        conn.commit()
+        whole_leaves = ArchivePolicy(throttle=Throttle(batch_size=1_000_000), skip_locked=False)
+
+        with pytest.raises(ArchiveMismatch, match="celestial_bodies_small: .* rows deleted but"):
+            archive_destroyed_bodies(conn, month, whole_leaves)
+        live = rows_as_text(conn, "celestial_bodies", where, (scope.lower, scope.upper))
+        archived = archived_as_live_text(conn, "updated_at >= %s AND updated_at < %s", (scope.lower, scope.upper))
+        assert sorted(live + archived) == sorted(expected) and any(",comet," in row for row in live)
+
+        conn.execute("DROP TRIGGER swallow_comets ON celestial_bodies_archive")
+        leaves_left = conn.execute("SELECT count(DISTINCT tableoid) FROM celestial_bodies WHERE " + where,
+                                   (scope.lower, scope.upper)).fetchone()[0]
+        conn.commit()
+        report = archive_destroyed_bodies(conn, month, whole_leaves)
+        assert report.log.batches == leaves_left and report.rows_remaining == 0 and report.conserved
+        assert archived_as_live_text(conn, "updated_at >= %s AND updated_at < %s",
+                                     (scope.lower, scope.upper)) == expected
 
 
 def test_recently_destroyed_bodies_stay_live(demo_db):
