@@ -91,3 +91,14 @@ def test_maintenance_lock_reports_the_holder(fresh_database):
     finally:
         first.close()
         second.close()
+
+
+def test_compressed_wal_is_set_for_the_session_and_restored(fresh_database):
+    with db.connect(fresh_database) as conn:
+        before = conn.execute("SHOW wal_compression").fetchone()[0]
+        conn.commit()
+        with db.compressed_wal(conn) as method:
+            assert method in ("lz4", "pglz")  # the test role is a superuser
+            assert conn.execute("SHOW wal_compression").fetchone()[0] == method
+            conn.commit()
+        assert conn.execute("SHOW wal_compression").fetchone()[0] == before

@@ -74,6 +74,7 @@ def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveC
             "scope": report.scope.describe(),
             "seconds": round(log.elapsed_s, 3),
             "tablespace_moved": report.tablespace_moved,
+            "wal_compression": report.wal_compression or "unchanged (needs superuser or GRANT SET ON PARAMETER)",
         },
         check_results=[dg.AssetCheckResult(
             check_name=CONSERVED_CHECK,

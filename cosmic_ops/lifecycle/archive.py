@@ -15,7 +15,7 @@ from typing import Sequence
 import psycopg
 from psycopg import sql
 
-from ..db import RetryPolicy, end_read, maintenance_lock, run_ddl
+from ..db import RetryPolicy, compressed_wal, end_read, maintenance_lock, run_ddl
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 LIVE_TABLE = "celestial_bodies"
@@ -69,6 +69,7 @@ class ArchiveReport:
     scope_rows_before: int
     scope_rows_after: int
     tablespace_moved: bool = False
+    wal_compression: str | None = None
 
     @property
     def conserved(self) -> bool:
@@ -306,11 +307,13 @@ def archive_destroyed_bodies(
         one_batch = batch_mover(conn, LIVE_TABLE, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE,
                                 _scope_params(scope, policy.throttle.batch_size), stamp_archived_at=True,
                                 skip_locked=policy.skip_locked)
-        log = run_batches(one_batch, policy.throttle, BatchLog(unit="rows"), progress=progress,
-                          max_batches=max_batches)
+        with compressed_wal(conn) as wal_compression:
+            log = run_batches(one_batch, policy.throttle, BatchLog(unit="rows"), progress=progress,
+                              max_batches=max_batches)
         live, archived = scope_counts(conn, scope)
     return ArchiveReport(scope=scope, log=log, rows_remaining=live, scope_rows_before=before,
-                         scope_rows_after=live + archived, tablespace_moved=moved_tablespace)
+                         scope_rows_after=live + archived, tablespace_moved=moved_tablespace,
+                         wal_compression=wal_compression)
 
 
 @dataclass
