@@ -46,7 +46,9 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict  # noqa: E402
 
-from cosmic_ops import db, demo, schema  # noqa: E402
+# cosmic_ops.demo (numpy, pandas) is imported where it is used: worker processes are spawned
+# and re-import this script, which would otherwise charge each worker a second of imports.
+from cosmic_ops import db, schema  # noqa: E402
 from cosmic_ops.embedded import resolve_conninfo  # noqa: E402
 from cosmic_ops.lifecycle import (  # noqa: E402
     ArchivePolicy, SavePolicy, Throttle, archive_destroyed_bodies, compress_inactive_saves,
@@ -173,6 +175,8 @@ def build_base(server: Server, name: str, scale: str) -> tuple[str, int, int]:
     url = server.create(name)
     with db.connect(url) as conn:
         schema.bootstrap(conn)
+        from cosmic_ops import demo
+
         demo.load(conn, scale, seed=2026)
         # Only the workload writes event_logs here; its history only slows the copies.
         conn.execute("TRUNCATE event_logs")
@@ -496,9 +500,12 @@ def print_compress(runs: list[CompressRun]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: small scale, short pgbench windows")
+    from cosmic_ops import demo
+
     parser.add_argument("--scale", choices=sorted(demo.SCALES), default=None)
     parser.add_argument("--rate", type=int, default=None, help="pgbench transactions per second")
-    parser.add_argument("--repeat", type=int, default=None, help="archive rounds (medians reported); default 3, quick 1")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="rounds of each part (medians reported); default 3, quick 1")
     parser.add_argument("--only", choices=("archive", "compress"), default=None, help="run one of the two parts")
     parser.add_argument("--reuse-base", default=None, help=argparse.SUPPRESS)  # a kept demo database, for tuning
     parser.add_argument("--idle-seconds", type=float, default=None, help="pgbench alone, for the idle latency")
@@ -545,17 +552,29 @@ def main() -> None:
 
         if args.only == "archive":
             return
-        compress_runs = [
-            run_compress(server, base, "pack_seed", seed_compress, seed_schema=True),
-            run_compress(server, base, "pack_ours1", our_compress(SavePolicy(workers=1))),
-            run_compress(server, base, "pack_ours", our_compress(SavePolicy())),
-        ]
-        compress_runs[0].name = "seed loop + JSONB baseline"
         policy = SavePolicy()
-        compress_runs[1].name = "ours, 1 session"
-        compress_runs[2].name = (f"ours ({policy.codec.name}-{policy.codec.level}, "
-                                 f"{policy.throttle.batch_size} saves/tx, {policy.workers} sessions)")
-        print_compress(compress_runs)
+        compress_contenders = [
+            ("seed loop + JSONB baseline", seed_compress, True),
+            ("ours, 1 session", our_compress(SavePolicy(workers=1)), False),
+            (f"ours ({policy.codec.name}-{policy.codec.level}, {policy.throttle.batch_size} saves/tx, "
+             f"{policy.workers} worker processes)", our_compress(policy), False),
+        ]
+        compress_rounds: list[list[CompressRun]] = []
+        for number in range(1, args.repeat + 1):
+            runs = []
+            for index, (label, work, seed_schema) in enumerate(compress_contenders):
+                run = run_compress(server, base, f"pack{number}_{index}", work, seed_schema=seed_schema)
+                run.name = label
+                runs.append(run)
+            print(f"\n[round {number} of {args.repeat}]", end="")
+            print_compress(runs)
+            compress_rounds.append(runs)
+        if len(compress_rounds) > 1:
+            print(f"\nPacking, medians over {len(compress_rounds)} rounds")
+            for index, (label, _, _) in enumerate(compress_contenders):
+                speed = statistics.median(r[index].saves_per_s / r[0].saves_per_s for r in compress_rounds)
+                print(f"  {label:<58} {statistics.median(r[index].saves_per_s for r in compress_rounds):>6.0f} "
+                      f"saves/s  {speed:.2f}x seed  ({' '.join(f'{r[index].saves_per_s / r[0].saves_per_s:.2f}' for r in compress_rounds)})")
     finally:
         server.drop_all()
 

@@ -153,28 +153,35 @@ def end_read(conn: psycopg.Connection) -> None:
         conn.commit()
 
 
-@contextlib.contextmanager
-def compressed_wal(conn: psycopg.Connection, methods: Sequence[str] = ("lz4", "pglz")) -> Iterator[str | None]:
-    """Compress the full-page images in the WAL this session writes, where the role may.
+WAL_COMPRESSION_METHODS = ("lz4", "pglz")
+
+
+def compress_wal(conn: psycopg.Connection) -> str | None:
+    """Compress the full-page images in the WAL this session writes from now on, where the role may.
 
     Bulk maintenance after a checkpoint writes mostly full-page images, and every
     game commit waits for the WAL ahead of it to reach disk: smaller WAL, shorter
     waits. ``wal_compression`` needs a superuser or ``GRANT SET ON PARAMETER
-    wal_compression``; otherwise nothing changes. Yields the method applied (None:
-    unchanged) and restores the session's previous value at exit.
+    wal_compression``; otherwise nothing changes. Returns the method set (None:
+    unchanged). ``conn`` must not be in a transaction.
     """
-    end_read(conn)
-    previous = conn.execute("SELECT current_setting('wal_compression')").fetchone()[0]
-    conn.commit()
-    applied = None
-    for method in methods:
+    for method in WAL_COMPRESSION_METHODS:
         try:
             conn.execute("SELECT set_config('wal_compression', %s, false)", (method,))
             conn.commit()
-            applied = method
-            break
+            return method
         except (errors.InsufficientPrivilege, errors.InvalidParameterValue):
             conn.rollback()
+    return None
+
+
+@contextlib.contextmanager
+def compressed_wal(conn: psycopg.Connection) -> Iterator[str | None]:
+    """``compress_wal`` for the duration of the block; the session's previous value comes back at exit."""
+    end_read(conn)
+    previous = conn.execute("SELECT current_setting('wal_compression')").fetchone()[0]
+    conn.commit()
+    applied = compress_wal(conn)
     try:
         yield applied
     finally:

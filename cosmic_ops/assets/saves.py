@@ -23,7 +23,8 @@ class CompressConfig(dg.Config):
     level: int = Field(default=DEFAULT_CODEC.level, description="compression level of the codec")
     saves_per_batch: int = Field(default=DEFAULT_SAVES_PER_BATCH, description="saves packed per transaction")
     pause_s: float = Field(default=0.0, description="pause between batches, seconds")
-    workers: int = Field(default=DEFAULT_WORKERS, description="sessions packing batches side by side")
+    workers: int = Field(default=DEFAULT_WORKERS,
+                         description="worker processes packing batches side by side, each with its own session")
     dry_run: bool = Field(default=False, description="report the saves that would be packed, change nothing")
 
     def policy(self) -> SavePolicy:
@@ -35,8 +36,9 @@ class CompressConfig(dg.Config):
 @dg.asset(
     key=ASSET_KEY,
     **LIFECYCLE_ASSET_ARGS,
-    description="Inactive saves of the month (by game_saves.updated_at) packed into compressed_state, verified "
-                "by decompression before their rows are deleted, one transaction per batch.",
+    description="Inactive saves of the month (by game_saves.updated_at) packed into compressed_state: rows "
+                "taken with COPY (DELETE ... RETURNING) in PostgreSQL's binary form, packed column by column, "
+                "verified by decompression before the batch's one transaction commits.",
 )
 def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
                      postgres: PostgresResource) -> dg.MaterializeResult:

@@ -23,7 +23,7 @@ ARCHIVE_TABLE = "celestial_bodies_archive"
 LOCK_SCOPE = "celestial_bodies_archive"
 DEFAULT_OLDER_THAN = timedelta(days=30)
 # Default pacing, chosen with bench/bench_lifecycle.py: see its report.
-DEFAULT_THROTTLE = Throttle(batch_size=1_000, pause_s=0.0, max_rows_per_s=60_000)
+DEFAULT_THROTTLE = Throttle(batch_size=5_000, pause_s=0.0, max_rows_per_s=60_000)
 
 
 class ArchiveMismatch(RuntimeError):

@@ -33,7 +33,7 @@ import psycopg
 import zstandard
 from psycopg import sql
 
-from ..db import SessionSpec, end_read, maintenance_lock
+from ..db import SessionSpec, compress_wal, compressed_wal, end_read, maintenance_lock
 from . import columnar, savecopy
 from .archive import table_columns
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
@@ -86,7 +86,7 @@ class Codec:
         raise ValueError(f"unknown codec {name!r} in compression_info")
 
 
-DEFAULT_CODEC = Codec("zstd", 6)
+DEFAULT_CODEC = Codec("zstd", 3)
 DEFAULT_SAVES_PER_BATCH = 200
 DEFAULT_WORKERS = 2
 
@@ -304,6 +304,9 @@ def compress_batch(conn: psycopg.Connection, selected: Sequence[tuple[int, datet
                    report: CompressReport) -> list[int]:
     """Pack one batch of selected saves in one transaction; returns the ids packed."""
     with own_transaction(conn):
+        # A batch lost to a server crash simply was not packed (rows, pack and delete
+        # commit together): it need not wait for its WAL to reach disk.
+        conn.execute("SELECT set_config('synchronous_commit', 'off', true)")
         save_ids = _lock_unchanged(conn, selected)
         report.skipped_changed += len(selected) - len(save_ids)
         if not save_ids:
@@ -354,6 +357,7 @@ _worker_session: psycopg.Connection | None = None
 def _open_worker_session(sessions: SessionSpec) -> None:
     global _worker_session
     _worker_session = sessions.connect()
+    compress_wal(_worker_session)  # the session is the worker's own, closed with it
 
 
 def _pack_in_worker(batch: Sequence[tuple[int, datetime]], scope: MonthScope,
@@ -424,7 +428,8 @@ def compress_inactive_saves(
         if worker_sessions is not None and policy.workers > 1:
             _compress_in_processes(conn, worker_sessions, scope, policy, report, progress, max_batches)
         else:
-            _compress_one_session(conn, scope, policy, report, progress, max_batches)
+            with compressed_wal(conn):
+                _compress_one_session(conn, scope, policy, report, progress, max_batches)
         report.saves_remaining = len(select_candidates(conn, scope))
         end_read(conn)
     return report
