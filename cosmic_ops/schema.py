@@ -261,6 +261,7 @@ CREATE TABLE cosmic_ops.save_layouts (
     table_name  text NOT NULL,
     columns     text[] NOT NULL,
     types       text[] NOT NULL,
+    typmods     integer[] NOT NULL,
     nullable    boolean[] NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now()
 );

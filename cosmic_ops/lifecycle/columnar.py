@@ -1,5 +1,8 @@
 """Columnar binary encoding of a save's rows (document format ``cosmic_ops.save/3``).
 
+Saves are packed as ``cosmic_ops.save/4`` (``savecopy``) now; this module reads
+the saves packed before, and its encoder stays to write such documents in tests.
+
 Fixed-width columns become numpy arrays, byte-shuffled (byte 0 of every value,
 then byte 1, ... as blosc and Parquet's BYTE_STREAM_SPLIT do) so the codec sees
 long runs of similar bytes:

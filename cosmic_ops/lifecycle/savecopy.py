@@ -79,20 +79,25 @@ class TableLayout:
 
     table: str
     columns: tuple[str, ...]
+    # pg_catalog types by name (int8, text, ...), any other type schema-qualified.
     types: tuple[str, ...]
+    # Type modifiers (numeric(20,4), timestamptz(3), ...): binary input applies them, so a
+    # changed precision must not meet old values unnoticed.
+    typmods: tuple[int, ...]
     nullable: tuple[bool, ...]
     # Rows of a save are ordered by this column (the first integer primary-key column after
     # save_id) so ids step by small amounts; None keeps the order the rows were read in.
-    sort_column: str | None
+    sort_column: str | None = None
 
     @property
     def fingerprint(self) -> str:
         """Names this layout in documents and in the registry (the sort column is not part of it)."""
-        text = json.dumps([self.table, self.columns, self.types, self.nullable], separators=(",", ":"))
+        text = json.dumps([self.table, self.columns, self.types, self.typmods, self.nullable], separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
     def describe(self) -> str:
-        return ", ".join(f"{c} {t}{'' if n else ' NOT NULL'}" for c, t, n in zip(self.columns, self.types, self.nullable))
+        return ", ".join(f"{c} {t}{f'({m})' if m >= 0 else ''}{'' if n else ' NOT NULL'}"
+                         for c, t, m, n in zip(self.columns, self.types, self.typmods, self.nullable))
 
     @property
     def fixed(self) -> list[int]:
@@ -129,38 +134,44 @@ class TableLayout:
 
 def table_layout(conn: psycopg.Connection, table: str) -> TableLayout:
     rows = conn.execute(
-        """SELECT a.attname, t.typname, NOT a.attnotnull,
-                  coalesce(array_position(pk.conkey, a.attnum), 0)
-           FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        """SELECT a.attname,
+                  CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname
+                       ELSE format('%%I.%%I', n.nspname, t.typname) END,
+                  a.atttypmod, NOT a.attnotnull, coalesce(array_position(pk.conkey, a.attnum), 0)
+           FROM pg_attribute a
+           JOIN pg_type t ON t.oid = a.atttypid
+           JOIN pg_namespace n ON n.oid = t.typnamespace
            LEFT JOIN pg_constraint pk ON pk.conrelid = a.attrelid AND pk.contype = 'p'
            WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
            ORDER BY a.attnum""", (table,)).fetchall()
     if not rows:
         raise LookupError(f"table {table!r} not found")
-    key = [(name, kind) for name, kind, _, position in sorted(rows, key=lambda r: r[3]) if position]
     columns = tuple(r[0] for r in rows)
     if "save_id" not in columns:
         raise ValueError(f"{table} has no save_id column")
+    key = [(name, kind) for name, kind, _, _, position in sorted(rows, key=lambda r: r[4]) if position]
     sort_column = next((name for name, kind in key if name != "save_id" and kind in _FIXED
                         and _FIXED[kind][3] == "int"), None)
-    return TableLayout(table, columns, tuple(r[1] for r in rows), tuple(r[2] for r in rows), sort_column)
+    return TableLayout(table, columns, tuple(r[1] for r in rows), tuple(r[2] for r in rows),
+                       tuple(r[3] for r in rows), sort_column)
 
 
 def record_layouts(conn: psycopg.Connection, layouts: Sequence[TableLayout]) -> None:
     """Register the layouts documents are about to name (in the caller's transaction)."""
     for layout in layouts:
         conn.execute(
-            "INSERT INTO cosmic_ops.save_layouts (fingerprint, table_name, columns, types, nullable) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING",
-            (layout.fingerprint, layout.table, list(layout.columns), list(layout.types), list(layout.nullable)))
+            "INSERT INTO cosmic_ops.save_layouts (fingerprint, table_name, columns, types, typmods, nullable) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING",
+            (layout.fingerprint, layout.table, list(layout.columns), list(layout.types), list(layout.typmods),
+             list(layout.nullable)))
 
 
 def recorded_layout(conn: psycopg.Connection, fingerprint: str) -> TableLayout | None:
-    row = conn.execute("SELECT table_name, columns, types, nullable FROM cosmic_ops.save_layouts "
+    row = conn.execute("SELECT table_name, columns, types, typmods, nullable FROM cosmic_ops.save_layouts "
                        "WHERE fingerprint = %s", (fingerprint,)).fetchone()
     if row is None:
         return None
-    return TableLayout(row[0], tuple(row[1]), tuple(row[2]), tuple(row[3]), None)
+    return TableLayout(row[0], tuple(row[1]), tuple(row[2]), tuple(row[3]), tuple(row[4]))
 
 
 # --- reading COPY binary --------------------------------------------------------------------
@@ -187,7 +198,6 @@ class BatchRows:
     starts: np.ndarray          # row index where each save begins, plus the total row count
     fixed: list[FixedColumn]
     var: list[VarColumn]
-    wire_bytes: int
 
     @property
     def rows(self) -> int:
@@ -289,7 +299,7 @@ def parse_rows(layout: TableLayout, data: bytes, save_ids: Sequence[int]) -> Bat
                                          np.cumsum(sizes[:, n])))
     save_starts = np.searchsorted(ids, wanted, side="left")
     return BatchRows(layout, list(save_ids), np.append(save_starts, len(ids)).astype(np.int64),
-                     columns, var_columns, len(data))
+                     columns, var_columns)
 
 
 def take_batch(conn: psycopg.Connection, layout: TableLayout, save_ids: Sequence[int]) -> BatchRows:
@@ -546,11 +556,6 @@ def parse(raw: bytes, layout_of: LayoutResolver) -> dict:
     if offset != len(body):
         raise ValueError(f"document body holds {len(body)} bytes, the header accounts for {offset}")
     return header
-
-
-def row_counts(raw: bytes) -> dict[str, int]:
-    header = json.loads(raw.partition(b"\n")[0])
-    return {name: part["rows"] for name, part in header["tables"].items()}
 
 
 def _check_documents(documents: list[bytes], batches: dict[str, BatchRows], tables: dict[str, _EncodedTable]) -> None:

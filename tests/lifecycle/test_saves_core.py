@@ -150,6 +150,31 @@ def test_corrupt_pack_is_detected_and_rehydrate_changes_nothing(demo_db):
         assert conn.execute("SELECT count(*) FROM celestial_bodies WHERE save_id = %s", (victim,)).fetchone()[0] == 0
 
 
+def test_a_table_changed_since_packing_is_refused_until_it_matches_again(new_database):
+    """Binary input applies type modifiers: a narrower numeric would round restored values silently."""
+    load_demo(new_database, seed=29)
+    with db.connect(new_database) as conn:
+        month = inactive_save_months(conn)[0]
+        save_id = select_candidates(conn, MonthScope.of(month, timedelta(days=7)), 1)[0][0]
+        conn.commit()
+        before = _save_rows(conn, [save_id])
+        compress_inactive_saves(conn, month, SavePolicy(workers=1))
+        layouts = conn.execute("SELECT count(*) FROM cosmic_ops.save_layouts").fetchone()[0]
+        conn.execute("ALTER TABLE save_resources ALTER COLUMN amount TYPE numeric(20,2)")
+        conn.commit()
+        with pytest.raises(SaveVerificationFailed, match=r"save_resources changed since packing .*amount numeric"):
+            rehydrate_save(conn, save_id)
+        conn.rollback()
+        assert save_id in _packed_ids(conn) and not _save_rows(conn, [save_id])["save_resources"]
+
+        conn.execute("ALTER TABLE save_resources ALTER COLUMN amount TYPE numeric(20,4)")
+        conn.commit()
+        rehydrate_save(conn, save_id)
+        conn.commit()
+        assert _save_rows(conn, [save_id]) == before
+        assert layouts == len(SAVE_TABLES)
+
+
 def test_a_save_changed_after_selection_is_not_compressed(new_database):
     load_demo(new_database, seed=9)
     with db.connect(new_database) as conn, psycopg.connect(new_database) as game:
