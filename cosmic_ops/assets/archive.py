@@ -26,12 +26,14 @@ class ArchiveConfig(dg.Config):
     skip_locked: bool = Field(default=ArchivePolicy.skip_locked,
                               description="lock candidates and skip rows a game transaction holds (never wait); "
                                           "off: about a third faster, may wait up to lock_timeout")
+    workers: int = Field(default=ArchivePolicy.workers,
+                         description="sessions moving different leaf partitions side by side, each paced as above")
     dry_run: bool = Field(default=False, description="report the plan, change nothing")
 
     def policy(self) -> ArchivePolicy:
         throttle = Throttle(batch_size=self.batch_size, pause_s=self.pause_s, max_rows_per_s=self.max_rows_per_s)
         return ArchivePolicy(older_than=parse_age(self.older_than), throttle=throttle, tablespace=self.tablespace,
-                             skip_locked=self.skip_locked)
+                             skip_locked=self.skip_locked, workers=self.workers)
 
 
 def partition_months(context) -> tuple[date, date]:
@@ -60,7 +62,8 @@ def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveC
                 check_results=[dg.AssetCheckResult(check_name=CONSERVED_CHECK, passed=True,
                                                    metadata={"dry_run": True})],
             )
-        report = archive_destroyed_bodies(conn, month, policy, progress=context.log.info, through=through)
+        report = archive_destroyed_bodies(conn, month, policy, progress=context.log.info, through=through,
+                                          worker_sessions=postgres.session_spec("archive-worker"))
     log = report.log
     context.log.info("archived %d rows of %s in %d batches (%.0f rows/s); %d remain",
                      log.moved, month, log.batches, log.per_s, report.rows_remaining)
@@ -74,6 +77,7 @@ def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveC
             "scope": report.scope.describe(),
             "seconds": round(log.elapsed_s, 3),
             "tablespace_moved": report.tablespace_moved,
+            "workers": policy.workers,
             "wal_compression": report.wal_compression or "unchanged (needs superuser or GRANT SET ON PARAMETER)",
         },
         check_results=[dg.AssetCheckResult(

@@ -8,6 +8,8 @@ workers (or a game transaction holding a row) from blocking each other.
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Sequence
@@ -15,7 +17,7 @@ from typing import Sequence
 import psycopg
 from psycopg import sql
 
-from ..db import RetryPolicy, compressed_wal, end_read, maintenance_lock, run_ddl
+from ..db import RetryPolicy, SessionSpec, compress_wal, compressed_wal, end_read, maintenance_lock, run_ddl
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 LIVE_TABLE = "celestial_bodies"
@@ -37,6 +39,13 @@ class ArchivePolicy:
     tablespace: str | None = None
     # Lock candidate rows and skip those a game transaction holds (never wait on the game).
     skip_locked: bool = True
+    # Sessions moving different leaf partitions side by side (each paced by ``throttle``);
+    # more than one needs a way to open sessions (``worker_sessions``).
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -167,28 +176,35 @@ def _due_in_leaf(conn: psycopg.Connection, leaf: str, where: sql.Composable, par
 
 
 def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.Composable, params: dict,
-                *, stamp_archived_at: bool, skip_locked: bool = True):
-    """A step for ``run_batches``: one committed batch from the first leaf of ``source`` with rows left."""
-    leaves = leaf_tables(conn, source)
-    end_read(conn)
+                *, stamp_archived_at: bool, skip_locked: bool = True, leaves: deque[str] | None = None):
+    """A step for ``run_batches``: one committed batch from the first leaf of ``source`` with rows left.
+
+    ``leaves`` (the leaf partitions still to do) may be shared by several movers, each
+    on its own session: a mover takes the next leaf when its own has no rows left.
+    """
+    if leaves is None:
+        leaves = deque(leaf_tables(conn, source))
+        end_read(conn)
     start = datetime(1, 1, 1, tzinfo=timezone.utc)
     cursor = {"after": start}
-    chosen: dict[str, sql.Composed] = {}
-    whole_leaf: dict[str, bool] = {}
+    current: list[tuple[str, sql.Composed, bool]] = []
 
-    def statement(leaf: str) -> sql.Composed:
-        # Chosen when the leaf's turn comes: a leaf whose due rows fit in one batch (and
-        # need no row locks) is moved by one plain DELETE ... RETURNING.
-        if leaf not in chosen:
-            due = 0 if skip_locked else _due_in_leaf(conn, leaf, where, {**params, **cursor})
-            whole_leaf[leaf] = not skip_locked and due <= params["limit"]
-            chosen[leaf] = move_statement(conn, leaf, target, where, stamp_archived_at=stamp_archived_at,
-                                          skip_locked=skip_locked, whole=whole_leaf[leaf])
-        return chosen[leaf]
+    def next_leaf() -> bool:
+        try:
+            leaf = leaves.popleft()  # atomic: movers on other threads share the deque
+        except IndexError:
+            return False
+        # A leaf whose due rows fit in one batch (and need no row locks) is moved by
+        # one plain DELETE ... RETURNING.
+        whole = not skip_locked and _due_in_leaf(conn, leaf, where, {**params, "after": start}) <= params["limit"]
+        current[:] = [(leaf, move_statement(conn, leaf, target, where, stamp_archived_at=stamp_archived_at,
+                                            skip_locked=skip_locked, whole=whole), whole)]
+        cursor["after"] = start
+        return True
 
     def one_batch() -> int | None:
-        while leaves:
-            move = statement(leaves[0])
+        while current or next_leaf():
+            leaf, move, whole = current[0]
             with own_transaction(conn):
                 # A batch lost to a server crash simply was not moved (delete and insert
                 # commit together), so the batch need not wait for its WAL flush; game
@@ -198,11 +214,10 @@ def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.C
                 conn.execute("SET LOCAL work_mem = '64MB'")
                 moved, last, deleted = conn.execute(move, {**params, **cursor}).fetchone()
                 if moved != deleted:
-                    raise ArchiveMismatch(f"{leaves[0]}: {deleted} rows deleted but {moved} stored in {target}; "
+                    raise ArchiveMismatch(f"{leaf}: {deleted} rows deleted but {moved} stored in {target}; "
                                           "batch rolled back")
-            if moved < params["limit"] or whole_leaf[leaves[0]]:
-                leaves.pop(0)  # a short batch (or a whole-leaf one) found the last rows of this leaf
-                cursor["after"] = start
+            if moved < params["limit"] or whole:
+                current.clear()  # a short batch (or a whole-leaf one) found the last rows of this leaf
             else:
                 cursor["after"] = last  # inclusive: rows sharing the last timestamp may remain
             if moved:
@@ -286,6 +301,24 @@ def ensure_archive_tablespace(conn: psycopg.Connection, tablespace: str,
     return True
 
 
+def _move_in_sessions(conns: list[psycopg.Connection], leaves: deque[str], params: dict, policy: ArchivePolicy,
+                      progress: ProgressCallback | None, max_batches: int | None) -> BatchLog:
+    """Every session moves leaves from the shared queue until none is left; their logs are merged."""
+    def work(conn: psycopg.Connection) -> BatchLog:
+        mover = batch_mover(conn, LIVE_TABLE, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE, params, stamp_archived_at=True,
+                            skip_locked=policy.skip_locked, leaves=leaves)
+        return run_batches(mover, policy.throttle, BatchLog(unit="rows"), progress=progress, max_batches=max_batches)
+
+    if len(conns) == 1:
+        return work(conns[0])
+    log = BatchLog(unit="rows")
+    with ThreadPoolExecutor(max_workers=len(conns), thread_name_prefix="archive") as pool:
+        for mine in pool.map(work, conns):
+            log.absorb(mine)
+    log.finish()
+    return log
+
+
 def archive_destroyed_bodies(
     conn: psycopg.Connection,
     month: date,
@@ -295,21 +328,30 @@ def archive_destroyed_bodies(
     progress: ProgressCallback | None = None,
     max_batches: int | None = None,
     through: date | None = None,
+    worker_sessions: SessionSpec | None = None,
 ) -> ArchiveReport:
     """Move destroyed bodies of ``month`` (.. ``through``), older than the policy, to the archive.
 
     Batch by batch: ``conn`` must not be in a transaction; every batch commits on its own.
+    With ``policy.workers`` > 1 and ``worker_sessions``, that many sessions move
+    different leaf partitions side by side (the server does the work: threads suffice).
     """
     scope = MonthScope.of(month, policy.older_than, now, through=through)
     with maintenance_lock(conn, LOCK_SCOPE):
         moved_tablespace = bool(policy.tablespace) and ensure_archive_tablespace(conn, policy.tablespace)
         before = sum(scope_counts(conn, scope))
-        one_batch = batch_mover(conn, LIVE_TABLE, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE,
-                                _scope_params(scope, policy.throttle.batch_size), stamp_archived_at=True,
-                                skip_locked=policy.skip_locked)
-        with compressed_wal(conn) as wal_compression:
-            log = run_batches(one_batch, policy.throttle, BatchLog(unit="rows"), progress=progress,
-                              max_batches=max_batches)
+        params = _scope_params(scope, policy.throttle.batch_size)
+        leaves = deque(leaf_tables(conn, LIVE_TABLE))
+        end_read(conn)
+        extra = [worker_sessions.connect() for _ in range(policy.workers - 1)] if worker_sessions else []
+        try:
+            for worker in extra:
+                compress_wal(worker)  # the worker's own session, closed below
+            with compressed_wal(conn) as wal_compression:
+                log = _move_in_sessions([conn, *extra], leaves, params, policy, progress, max_batches)
+        finally:
+            for worker in extra:
+                worker.close()
         live, archived = scope_counts(conn, scope)
     return ArchiveReport(scope=scope, log=log, rows_remaining=live, scope_rows_before=before,
                          scope_rows_after=live + archived, tablespace_moved=moved_tablespace,

@@ -98,17 +98,18 @@ def test_archive_moves_exact_rows_in_bounded_batches(demo_db):
         assert again.log.moved == 0 and again.conserved and again.scope_rows_after == len(expected)
 
 
-def test_a_range_of_months_moves_in_one_run_with_or_without_row_locks(demo_db):
+def test_a_range_of_months_moves_in_one_run_in_two_sessions_without_row_locks(demo_db):
     with db.connect(demo_db) as conn:
         months = destroyed_months(conn)
         first, last = months[2], months[5]
         scope = MonthScope.of(first, timedelta(days=30), through=last)
         where = "is_destroyed AND updated_at >= %s AND updated_at < %s"
         expected = rows_as_text(conn, "celestial_bodies", where, (scope.lower, scope.upper))
-        policy = ArchivePolicy(throttle=Throttle(batch_size=150), skip_locked=False)
+        policy = ArchivePolicy(throttle=Throttle(batch_size=150), skip_locked=False, workers=2)
         assert "SKIP LOCKED" not in plan_archive(conn, first, policy, through=last).as_markdown()
 
-        report = archive_destroyed_bodies(conn, first, policy, through=last)
+        # Two sessions side by side, each taking the next leaf partition when its own is done.
+        report = archive_destroyed_bodies(conn, first, policy, through=last, worker_sessions=db.SessionSpec(demo_db))
 
         assert report.log.moved == len(expected) and report.rows_remaining == 0 and report.conserved
         assert archived_as_live_text(conn, "updated_at >= %s AND updated_at < %s",
