@@ -353,7 +353,7 @@ def our_archive(policy: ArchivePolicy) -> Callable[[str], tuple[int, float]]:
             report = archive_destroyed_bodies(conn, months[0], policy, through=months[-1],
                                               worker_sessions=db.SessionSpec(url))
         assert report.conserved and report.rows_remaining == 0
-        return report.log.moved, report.log.busy_s
+        return report.log.moved, report.moving_s
     return work
 
 

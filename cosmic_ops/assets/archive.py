@@ -76,6 +76,7 @@ def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveC
             "rows_remaining": report.rows_remaining,
             "scope": report.scope.describe(),
             "seconds": round(log.elapsed_s, 3),
+            "moving_seconds": round(report.moving_s, 3),
             "tablespace_moved": report.tablespace_moved,
             "workers": policy.workers,
             "wal_compression": report.wal_compression or "unchanged (needs superuser or GRANT SET ON PARAMETER)",

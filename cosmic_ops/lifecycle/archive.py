@@ -8,6 +8,7 @@ workers (or a game transaction holding a row) from blocking each other.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class ArchiveReport:
     scope_rows_after: int
     tablespace_moved: bool = False
     wal_compression: str | None = None
+    # Wall time of the batches (all sessions), without the scope counts before and after.
+    moving_s: float = 0.0
 
     @property
     def conserved(self) -> bool:
@@ -348,14 +351,16 @@ def archive_destroyed_bodies(
             for worker in extra:
                 compress_wal(worker)  # the worker's own session, closed below
             with compressed_wal(conn) as wal_compression:
+                began = time.monotonic()
                 log = _move_in_sessions([conn, *extra], leaves, params, policy, progress, max_batches)
+                moving_s = time.monotonic() - began
         finally:
             for worker in extra:
                 worker.close()
         live, archived = scope_counts(conn, scope)
     return ArchiveReport(scope=scope, log=log, rows_remaining=live, scope_rows_before=before,
                          scope_rows_after=live + archived, tablespace_moved=moved_tablespace,
-                         wal_compression=wal_compression)
+                         wal_compression=wal_compression, moving_s=moving_s)
 
 
 @dataclass
