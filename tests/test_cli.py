@@ -18,7 +18,9 @@ def test_db_init_and_demo_load_commands(fresh_database):
     env = {settings.DATABASE_URL_ENV: fresh_database, "PATH": ""}
     run = [sys.executable, "-m", "cosmic_ops.cli"]
     init = subprocess.run(run + ["db", "init"], env=env, capture_output=True, text=True)
-    assert init.returncode == 0 and "schema version 1 (applied 1)" in init.stdout, init.stderr
+    applied = ", ".join(str(m.version) for m in schema.MIGRATIONS)
+    assert init.returncode == 0, init.stderr
+    assert f"schema version {schema.LATEST_VERSION} (applied {applied})" in init.stdout
     load = subprocess.run(run + ["demo", "load", "--scale", "small", "--as-of", "2026-11-21"],
                           env=env, capture_output=True, text=True)
     assert load.returncode == 0, load.stderr

@@ -31,9 +31,10 @@ def test_cli_bootstraps_an_embedded_server_when_no_url_is_set(state_dir):
     cli = [sys.executable, "-m", "cosmic_ops.cli"]
     done = subprocess.run(cli + ["db", "init"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "schema version 1 (applied 1)" in done.stdout
+    applied = ", ".join(str(m.version) for m in schema.MIGRATIONS)
+    assert f"schema version {schema.LATEST_VERSION} (applied {applied})" in done.stdout
     again = subprocess.run(cli + ["db", "init"], env=env, capture_output=True, text=True)
-    assert "schema version 1 (already up to date)" in again.stdout
+    assert f"schema version {schema.LATEST_VERSION} (already up to date)" in again.stdout
     where = subprocess.run(cli + ["db", "url"], env=env, capture_output=True, text=True).stdout.strip()
     pgdata = tmp_path / "state" / "pgdata"
     assert f"host={pgdata}" in where and "dbname=cosmic_gardener" in where
