@@ -374,9 +374,13 @@ def _pack_in_worker(batch: Sequence[tuple[int, datetime]], scope: MonthScope,
     return mine, messages
 
 
-def _compress_in_processes(conn: psycopg.Connection, sessions: SessionSpec, scope: MonthScope, policy: SavePolicy,
-                           report: CompressReport, progress: ProgressCallback | None,
-                           max_batches: int | None) -> None:
+# Starting worker processes costs about half a second (interpreter, imports, session):
+# below this many batches per worker, one session finishes sooner.
+MIN_BATCHES_PER_WORKER = 2
+
+
+def _compress_in_processes(sessions: SessionSpec, batches: list[list[tuple[int, datetime]]], scope: MonthScope,
+                           policy: SavePolicy, report: CompressReport, progress: ProgressCallback | None) -> None:
     """Hand disjoint batches of the due saves to worker processes, each with its own session.
 
     Processes, not threads: parsing and encoding are Python, and two threads would
@@ -385,12 +389,6 @@ def _compress_in_processes(conn: psycopg.Connection, sessions: SessionSpec, scop
     pool = ProcessPoolExecutor(max_workers=policy.workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_open_worker_session, initargs=(sessions,))
     try:
-        # The workers start (import, connect) while the due saves are read.
-        pool.submit(int)
-        due = select_candidates(conn, scope)
-        end_read(conn)
-        size = policy.throttle.batch_size
-        batches = [due[start:start + size] for start in range(0, len(due), size)][:max_batches]
         pending = [pool.submit(_pack_in_worker, batch, scope, policy) for batch in batches]
         for future in as_completed(pending):
             mine, messages = future.result()
@@ -404,6 +402,14 @@ def _compress_in_processes(conn: psycopg.Connection, sessions: SessionSpec, scop
         # On failure or interruption no new batch starts; those running finish or roll back.
         pool.shutdown(wait=True, cancel_futures=True)
     report.log.finish()
+
+
+def _due_batches(conn: psycopg.Connection, scope: MonthScope, policy: SavePolicy,
+                 max_batches: int | None) -> list[list[tuple[int, datetime]]]:
+    due = select_candidates(conn, scope)
+    end_read(conn)
+    size = policy.throttle.batch_size
+    return [due[start:start + size] for start in range(0, len(due), size)][:max_batches]
 
 
 def compress_inactive_saves(
@@ -420,13 +426,15 @@ def compress_inactive_saves(
     """Pack every due save of ``month`` (.. ``through``), batch by batch (each batch one transaction).
 
     With ``policy.workers`` > 1 and ``worker_sessions``, that many worker processes
-    pack batches side by side; ``conn`` keeps the maintenance lock meanwhile.
+    pack batches side by side when there are enough (``MIN_BATCHES_PER_WORKER``);
+    ``conn`` keeps the maintenance lock meanwhile.
     """
     scope = MonthScope.of(month, policy.inactive_for, now, through=through)
     report = CompressReport(scope=scope, log=BatchLog(unit="saves"))
     with maintenance_lock(conn, LOCK_SCOPE):
-        if worker_sessions is not None and policy.workers > 1:
-            _compress_in_processes(conn, worker_sessions, scope, policy, report, progress, max_batches)
+        batches = _due_batches(conn, scope, policy, max_batches) if worker_sessions and policy.workers > 1 else []
+        if len(batches) >= MIN_BATCHES_PER_WORKER * policy.workers:
+            _compress_in_processes(worker_sessions, batches, scope, policy, report, progress)
         else:
             with compressed_wal(conn):
                 _compress_one_session(conn, scope, policy, report, progress, max_batches)

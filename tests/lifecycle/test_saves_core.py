@@ -86,10 +86,16 @@ def test_round_trip_restores_every_row_exactly(demo_db):
         before = _save_rows(conn, due)
         assert all(before.values()) and any("Ke" in row for row in before["celestial_bodies"])
 
-        # Every third month with two worker processes side by side, then the rest as one range in one session.
-        reports = [compress_inactive_saves(conn, m, SavePolicy(throttle=Throttle(batch_size=16), workers=2),
-                                           worker_sessions=db.SessionSpec(demo_db)) for m in months[::3]]
-        reports += [compress_inactive_saves(conn, months[1], SavePolicy(throttle=Throttle(batch_size=16)),
+        # The first half of the months as one range with two worker processes side by side (enough
+        # batches of 4 for both), then every other month on its own, then the rest in one session.
+        middle = months[len(months) // 2]
+        pair = SavePolicy(throttle=Throttle(batch_size=4), workers=2)
+        reports = [compress_inactive_saves(conn, months[0], pair, through=middle,
+                                           worker_sessions=db.SessionSpec(demo_db))]
+        assert reports[0].log.batches >= 2 * pair.workers
+        reports += [compress_inactive_saves(conn, m, pair, worker_sessions=db.SessionSpec(demo_db))
+                    for m in months[::2] if m > middle]
+        reports += [compress_inactive_saves(conn, months[0], SavePolicy(throttle=Throttle(batch_size=16)),
                                             through=months[-1])]
         assert sum(r.log.moved for r in reports) == len(due) == len(_packed_ids(conn))
         assert sum(r.rows_folded for r in reports) == sum(len(v) for v in before.values())
