@@ -14,7 +14,8 @@ and only then stores it -- all in the batch's one transaction, which commits onl
 after every check passed, so any failure or kill rolls everything back. The save
 rows are locked (``FOR UPDATE SKIP LOCKED``) and re-checked, so a save that changed
 after it was selected is left alone; while a batch runs, the game cannot add to or
-change its saves' rows (the foreign-key check waits on the save's lock).
+change its saves' rows (an insert's foreign-key check waits on the save's lock, an
+update on the lock of the row being deleted).
 """
 
 from __future__ import annotations
