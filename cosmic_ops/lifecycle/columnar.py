@@ -88,6 +88,22 @@ def _decimal_scale(values: np.ndarray) -> int | None:
     return int(np.argmax(exact)) if exact.any() else None
 
 
+def encode_decimals(floats: np.ndarray) -> tuple[list, np.ndarray] | None:
+    """``["F", decimals, base]`` and the scaled integers' offsets from ``base`` (uint64), when every
+    value is exactly a decimal of at most ``MAX_DECIMALS`` digits; else None. Shared with ``savecopy``."""
+    decimals = _decimal_scale(floats)
+    if decimals is None:
+        return None
+    scaled = np.rint(floats * 10.0 ** decimals).astype(np.int64)
+    base = int(scaled.min())
+    return ["F", decimals, base], scaled.view(np.uint64) - np.int64(base).view(np.uint64)
+
+
+def decode_decimals(spec: list, stored: np.ndarray) -> np.ndarray:
+    """The float8 values ``encode_decimals`` stored under ``spec``."""
+    return (stored + np.int64(spec[2]).view(np.uint64)).view(np.int64).astype(np.float64) / 10.0 ** spec[1]
+
+
 @dataclass
 class Column:
     """One column as read: its PostgreSQL type name and its values (None = NULL)."""
@@ -108,15 +124,20 @@ def _segment_starts(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
 
 
-def _delta(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Differences to the previous value of the same save (the first value of each save stays itself)."""
+def delta_by_save(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Differences to the previous value of the same save (the first value of each save stays itself).
+
+    ``values`` are uint64 (modular: every value round-trips); ``starts`` the row where each
+    save begins, then the row count. Shared with ``savecopy``.
+    """
     diffs = np.diff(values, prepend=np.uint64(0))
     firsts = starts[:-1][starts[:-1] < starts[1:]]
     diffs[firsts] = values[firsts]
     return diffs
 
 
-def _undelta(diffs: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def undelta_by_save(diffs: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The inverse of ``delta_by_save``."""
     sums = np.cumsum(diffs, dtype=np.uint64)
     if not len(sums):
         return sums
@@ -133,17 +154,12 @@ def _encode_batch(kind: str, present: list, starts: np.ndarray, sort_key: bool) 
         values = np.array(numbers, dtype=np.int64).view(np.uint64)
         code = "i" if kind in INT_TYPES else "u"
         if sort_key:
-            return [code, None], _zigzag(_delta(values, starts))
+            return [code, None], _zigzag(delta_by_save(values, starts))
         base = int(values.view(np.int64).min()) if len(values) else 0
         return [code, base], values - np.int64(base).view(np.uint64)
     if kind == "float8":
         floats = np.array(present, dtype=np.float64)
-        decimals = _decimal_scale(floats)
-        if decimals is None:
-            return ["f"], floats
-        scaled = np.rint(floats * 10.0 ** decimals).astype(np.int64)
-        base = int(scaled.min())
-        return ["F", decimals, base], scaled.view(np.uint64) - np.int64(base).view(np.uint64)
+        return encode_decimals(floats) or (["f"], floats)
     if kind == "bool":
         return ["b"], np.array(present, dtype=np.uint8)
     return ["t"], None
@@ -154,10 +170,10 @@ def _decode_batch(spec: list, stored: np.ndarray, starts: np.ndarray) -> np.ndar
     code = spec[0]
     if code in ("i", "u"):
         if spec[1] is None:
-            return _undelta(_unzigzag(stored).view(np.uint64), starts).view(np.int64)
+            return undelta_by_save(_unzigzag(stored).view(np.uint64), starts).view(np.int64)
         return (stored + np.int64(spec[1]).view(np.uint64)).view(np.int64)
     if code == "F":
-        return (stored + np.int64(spec[2]).view(np.uint64)).view(np.int64).astype(np.float64) / 10.0 ** spec[1]
+        return decode_decimals(spec, stored)
     return stored
 
 
@@ -225,7 +241,7 @@ def decode_native(spec: list, body: bytes, offset: int, rows: int) -> tuple[byte
     elif code in ("i", "u"):
         present = _unpack_ints(spec[1], payload)
     elif code == "F":
-        present = _unpack_ints(spec[2], payload).astype(np.float64) / 10.0 ** spec[1]
+        present = decode_decimals(spec, _unshuffle(payload, "<u8"))
     else:
         raise ValueError(f"unknown column encoding {code!r}")
     return mask, present, offset

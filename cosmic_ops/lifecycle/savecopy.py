@@ -44,7 +44,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from .columnar import _decimal_scale
+from .columnar import decode_decimals, delta_by_save, encode_decimals, undelta_by_save
 
 FORMAT = "cosmic_ops.save/4"
 # COPY binary: signature, flags, header-extension length; each tuple then a field count.
@@ -210,11 +210,10 @@ class BatchRows:
         """Bytes of save ``number``'s rows in PostgreSQL's binary form (fixed widths, variable fields)."""
         start, end = int(self.starts[number]), int(self.starts[number + 1])
         fixed = sum(c.wire.dtype.itemsize for c in self.fixed) * (end - start)
-        return fixed + sum(_slice_bounds(c.ends, start, end)[1] - _slice_bounds(c.ends, start, end)[0]
-                           for c in self.var)
+        return fixed + sum(high - low for low, high in (_slice_bounds(c.ends, start, end) for c in self.var))
 
 
-def _tuples(data: bytes, fields: int, fixed_bytes: int, var_fields: int) -> tuple[np.ndarray, list[int], list[int]]:
+def _tuples(data: bytes, fixed_bytes: int, var_fields: int) -> tuple[np.ndarray, list[int], list[int]]:
     """Row start offsets, and the offset and length of each variable-width field, of a COPY binary stream."""
     if not data.startswith(COPY_SIGNATURE):
         raise EncodingMismatch("not a COPY binary stream")
@@ -253,7 +252,7 @@ def parse_rows(layout: TableLayout, data: bytes, save_ids: Sequence[int]) -> Bat
     fixed, masked, var = layout.fixed, layout.masked, layout.var
     widths = [*(_FIXED[layout.types[i]][0] for i in fixed), *(1 for _ in masked)]
     fixed_bytes = 2 + sum(4 + w for w in widths)
-    starts, positions, lengths = _tuples(data, len(widths) + len(var), fixed_bytes, len(var))
+    starts, positions, lengths = _tuples(data, fixed_bytes, len(var))
     buffer = np.frombuffer(data, np.uint8)
     matrix = buffer[starts[:, None] + np.arange(fixed_bytes)] if len(starts) else np.zeros((0, fixed_bytes), np.uint8)
     # The field count and each fixed field's length are the same on every row, or the read is refused.
@@ -335,19 +334,14 @@ def _encode_int(values: np.ndarray, starts: np.ndarray) -> tuple[list, np.ndarra
     inner = np.ones(len(steps), bool)
     inner[firsts[firsts > 0] - 1] = False
     if len(steps) and np.all(steps[inner] >= 0):
-        stepped = np.diff(offsets, prepend=np.uint64(0))
-        stepped[firsts] = offsets[firsts]
-        return ["d", base], stepped
+        return ["d", base], delta_by_save(offsets, starts)
     return ["i", base], offsets
 
 
 def _decode_int(spec: list, stored: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    code, base = spec[0], np.int64(spec[1]).view(np.uint64)
-    if code == "d" and len(stored):
-        sums = np.cumsum(stored, dtype=np.uint64)
-        before = np.where(starts[:-1] > 0, sums[np.maximum(starts[:-1] - 1, 0)], np.uint64(0)).astype(np.uint64)
-        stored = sums - np.repeat(before, np.diff(starts))
-    return (stored + base).view(np.int64)
+    if spec[0] == "d":
+        stored = undelta_by_save(stored, starts)
+    return (stored + np.int64(spec[1]).view(np.uint64)).view(np.int64)
 
 
 def _encode_fixed(layout: TableLayout, column: FixedColumn, starts: np.ndarray) -> _Stored:
@@ -356,13 +350,7 @@ def _encode_fixed(layout: TableLayout, column: FixedColumn, starts: np.ndarray) 
     if kind == "int":
         spec, stored = _encode_int(native, starts)
     elif kind == "float8":
-        decimals = _decimal_scale(native)
-        if decimals is None:
-            spec, stored = ["f"], native.view(np.uint64)
-        else:
-            scaled = np.rint(native * 10.0 ** decimals).astype(np.int64)
-            base = int(scaled.min())
-            spec, stored = ["F", decimals, base], scaled.view(np.uint64) - np.int64(base).view(np.uint64)
+        spec, stored = encode_decimals(native) or (["f"], native.view(np.uint64))
     else:
         width = native.dtype.itemsize
         spec, stored = (["g"] if width == 4 else ["b"]), native.view(np.uint32 if width == 4 else np.uint8)
@@ -376,7 +364,7 @@ def _decode_fixed(spec: list, type_name: str, stored: np.ndarray, starts: np.nda
     if code in ("i", "d"):
         native = _decode_int(spec, stored, starts)
     elif code == "F":
-        native = (stored + np.int64(spec[2]).view(np.uint64)).view(np.int64).astype(np.float64) / 10.0 ** spec[1]
+        native = decode_decimals(spec, stored)
     elif code == "f":
         native = stored.view(np.float64)
     else:
