@@ -99,6 +99,11 @@ class BatchLog:
         self.busy_s += other.busy_s
         self.longest_batch_s = max(self.longest_batch_s, other.longest_batch_s)
 
+    def last_batch(self, done: int, seconds: float) -> str:
+        """The progress line for a batch just recorded."""
+        return (f"batch {self.batches}: {done} {self.unit} in {seconds * 1000:.1f} ms "
+                f"(total {self.moved}, {self.per_s:,.0f} {self.unit}/s)")
+
     @property
     def elapsed_s(self) -> float:
         return (self.finished or time.monotonic()) - self.started
@@ -129,8 +134,7 @@ def run_batches(
             break
         log.record(done, took)
         if progress:
-            progress(f"batch {log.batches}: {done} {log.unit} in {took * 1000:.1f} ms "
-                     f"(total {log.moved}, {log.per_s:,.0f} {log.unit}/s)")
+            progress(log.last_batch(done, took))
         delay = throttle.delay_after(done, took)
         if delay:
             sleep(delay)

@@ -397,8 +397,7 @@ def _compress_in_processes(sessions: SessionSpec, batches: list[list[tuple[int, 
             if progress:
                 for message in messages:
                     progress(message)
-                progress(f"batch {report.log.batches}: {mine.log.moved} saves in {mine.log.busy_s * 1000:.1f} ms "
-                         f"(total {report.log.moved}, {report.log.per_s:,.0f} saves/s)")
+                progress(report.log.last_batch(mine.log.moved, mine.log.busy_s))
     finally:
         # On failure or interruption no new batch starts; those running finish or roll back.
         pool.shutdown(wait=True, cancel_futures=True)
