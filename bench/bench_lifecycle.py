@@ -574,8 +574,9 @@ def main() -> None:
             print(f"\nPacking, medians over {len(compress_rounds)} rounds")
             for index, (label, _, _) in enumerate(compress_contenders):
                 speed = statistics.median(r[index].saves_per_s / r[0].saves_per_s for r in compress_rounds)
+                per_round = " ".join(f"{r[index].saves_per_s / r[0].saves_per_s:.2f}" for r in compress_rounds)
                 print(f"  {label:<58} {statistics.median(r[index].saves_per_s for r in compress_rounds):>6.0f} "
-                      f"saves/s  {speed:.2f}x seed  ({' '.join(f'{r[index].saves_per_s / r[0].saves_per_s:.2f}' for r in compress_rounds)})")
+                      f"saves/s  {speed:.2f}x seed  ({per_round})")
     finally:
         server.drop_all()
 

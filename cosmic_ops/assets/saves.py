@@ -5,8 +5,8 @@ from pydantic import Field
 
 from ..lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, parse_age, rehydrate_save
 from ..lifecycle.saves import (
-    DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, DEFAULT_WORKERS, sample_packed_saves, saves_with_rows_and_state, select_candidates,
-    verify_packed_saves,
+    DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, DEFAULT_WORKERS, sample_packed_saves, saves_with_rows_and_state,
+    select_candidates, verify_packed_saves,
 )
 from ..lifecycle.policy import MonthScope
 from ..resources import PostgresResource

@@ -118,7 +118,8 @@ class TableLayout:
             column = sql.Identifier("t", self.columns[i])
             if self.nullable[i]:
                 placeholder = sql.Literal(_FIXED[self.types[i]][2])
-                values.append(sql.SQL("coalesce({}, {}::{})").format(column, placeholder, sql.Identifier(self.types[i])))
+                values.append(sql.SQL("coalesce({}, {}::{})").format(
+                    column, placeholder, sql.Identifier(self.types[i])))
             else:
                 values.append(column)
         values += [sql.SQL("{} IS NULL").format(sql.Identifier("t", self.columns[i])) for i in self.masked]
@@ -267,7 +268,8 @@ def parse_rows(layout: TableLayout, data: bytes, save_ids: Sequence[int]) -> Bat
     framing = np.ones(fixed_bytes, bool)
     for offset, width in zip(offsets, widths):
         framing[offset: offset + width] = False
-    if len(starts) and not np.array_equal(matrix[:, framing], np.broadcast_to(frame[framing], (len(starts), framing.sum()))):
+    expected_frame = np.broadcast_to(frame[framing], (len(starts), framing.sum()))
+    if len(starts) and not np.array_equal(matrix[:, framing], expected_frame):
         raise EncodingMismatch(f"{layout.table}: unexpected field count or NULL in a fixed-width column")
 
     def wire(number: int) -> np.ndarray:
@@ -486,8 +488,8 @@ class DecodedTable:
                 wire, nulls = fixed[index]
                 size = wire.dtype.itemsize
                 prefix, raw = size.to_bytes(4, "big"), wire.tobytes()
-                fields.append([b"\xff\xff\xff\xff" if nulls is not None and nulls[r] else prefix + raw[r * size:(r + 1) * size]
-                               for r in range(self.rows)])
+                fields.append([b"\xff\xff\xff\xff" if nulls is not None and nulls[r]
+                               else prefix + raw[r * size:(r + 1) * size] for r in range(self.rows)])
             else:
                 fields.append(_split_fields(self.var[index], self.rows))
         count = len(self.layout.columns).to_bytes(2, "big")
