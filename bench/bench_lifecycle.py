@@ -212,6 +212,29 @@ class Latency:
     p99_ms: float
     mean_ms: float
 
+    @classmethod
+    def of(cls, samples: list[tuple[float, float]]) -> "Latency":
+        values = sorted(latency for _, latency in samples)
+        if not values:
+            return cls(0, float("nan"), float("nan"))
+        return cls(len(values), values[min(len(values) - 1, int(0.99 * len(values)))], statistics.fmean(values))
+
+
+def window_p99s(samples: list[tuple[float, float]], length: float, least: int = 100) -> list[float]:
+    """The p99 of each consecutive ``length``-second window of ``samples`` (end time, latency ms).
+
+    A p99 taken over a short window is noisier, and more often caught by a hiccup of
+    the machine, than one taken over a long window: the archive's window is compared
+    with idle windows of the same length.
+    """
+    if not samples or length <= 0:
+        return []
+    first = min(end for end, _ in samples)
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for end, latency in samples:
+        windows.setdefault(int((end - first) // length), []).append((end, latency))
+    return [Latency.of(w).p99_ms for w in windows.values() if len(w) >= least]
+
 
 class Workload:
     """pgbench at a fixed rate in the background, with per-transaction logging."""
@@ -240,8 +263,9 @@ class Workload:
              "--log", f"--log-prefix={prefix}"],
             env=self._env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    def latencies(self, tag: str, window: tuple[float, float] | None = None) -> Latency:
-        values = []
+    def samples(self, tag: str, window: tuple[float, float] | None = None) -> list[tuple[float, float]]:
+        """(end time, latency ms) of every logged transaction of the run ``tag`` that ended in ``window``."""
+        found = []
         for path in self.dir.glob(f"{tag}.*"):
             for line in path.read_text().splitlines():
                 fields = line.split()
@@ -249,11 +273,8 @@ class Workload:
                     continue
                 latency_us, end = int(fields[2]), int(fields[4]) + int(fields[5]) / 1e6
                 if window is None or window[0] <= end <= window[1]:
-                    values.append(latency_us / 1000)
-        if not values:
-            return Latency(0, float("nan"), float("nan"))
-        values.sort()
-        return Latency(len(values), values[min(len(values) - 1, int(0.99 * len(values)))], statistics.fmean(values))
+                    found.append((end, latency_us / 1000))
+        return found
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -275,6 +296,7 @@ class ArchiveRun:
     idle: Latency
     during: Latency
     after: Latency
+    idle_windows: list[float]  # p99 of each idle window as long as the archive (before and after it)
 
     @property
     def rows_per_s(self) -> float:
@@ -287,10 +309,8 @@ class ArchiveRun:
 
     @property
     def baseline_p99(self) -> float:
-        """Idle p99: the mean of the windows just before and just after, when the one after is long enough."""
-        if self.after.transactions >= 500:
-            return (self.idle.p99_ms + self.after.p99_ms) / 2
-        return self.idle.p99_ms
+        """Idle p99 over windows as long as the archive's: the median of those before and after it."""
+        return statistics.median(self.idle_windows) if self.idle_windows else self.idle.p99_ms
 
     @property
     def p99_rise(self) -> float:
@@ -302,14 +322,13 @@ def wal_lsn(url: str) -> int:
 
 
 def run_archive(server: Server, base: str, name: str, players: int, bodies: int, rate: int, idle_s: float,
-                during_s: float, work: Callable[[str], tuple[int, float]]) -> ArchiveRun:
+                during_s: float, work: Callable[[str], tuple[int | None, float]]) -> ArchiveRun:
     url = server.clone(f"{base}_{name}", base)
     workload = Workload(url, players, bodies, rate)
     try:
         wal0 = wal_lsn(url)
         wait(workload.start(idle_s, "idle"))
-        idle = workload.latencies("idle")
-        # WAL of the workload alone, per second, to leave it out of the archive's figure.
+        idle = workload.samples("idle")
         workload_wal_per_s = (wal_lsn(url) - wal0) / idle_s
         due = scalar(url, count_due("celestial_bodies", DUE_BODIES))
         # pgbench writes its log only when it exits normally, so it runs a fixed time that
@@ -324,12 +343,16 @@ def run_archive(server: Server, base: str, name: str, players: int, bodies: int,
         wait(bench)
         if ended - started > during_s - 2.5:
             print(f"  note: {name} outlasted the pgbench window ({ended - started:.1f}s); raise --during-seconds")
-        during = workload.latencies("during", (started, ended))
-        after = workload.latencies("during", (ended + 0.5, float("inf")))
-        if moved != due:
+        during = workload.samples("during", (started, ended))
+        after = workload.samples("during", (ended + 0.5, float("inf")))
+        if moved is not None and moved != due:
             raise RuntimeError(f"{name}: moved {moved} rows, {due} were due")
         archive_wal = wal1 - wal0 - workload_wal_per_s * (ended - started)
-        return ArchiveRun(name, moved, ended - started, moving_s, max(0, int(archive_wal)), idle, during, after)
+        # Only windows about as full as the archive's count: the tail of each run is shorter.
+        least = max(100, int(0.8 * len(during)))
+        windows = window_p99s(idle, ended - started, least) + window_p99s(after, ended - started, least)
+        return ArchiveRun(name, moved or 0, ended - started, moving_s, max(0, int(archive_wal)), Latency.of(idle),
+                          Latency.of(during), Latency.of(after), windows)
     finally:
         workload.cleanup()
         server.drop(f"{base}_{name}")
@@ -343,6 +366,19 @@ def seed_archive(url: str) -> tuple[int, float]:
         conn.execute("SELECT archive_destroyed_celestial_bodies()")
         conn.commit()
     return due, time.perf_counter() - started
+
+
+def idle_for(seconds: float) -> Callable[[str], tuple[None, float]]:
+    """The control: nothing runs for ``seconds``, measured like an archive.
+
+    Its Δp99 is the method's own noise on this machine: what a contender's Δp99
+    cannot be told apart from.
+    """
+    def work(url: str) -> tuple[None, float]:
+        started = time.perf_counter()
+        time.sleep(seconds)
+        return None, time.perf_counter() - started
+    return work
 
 
 def our_archive(policy: ArchivePolicy) -> Callable[[str], tuple[int, float]]:
@@ -452,33 +488,40 @@ def our_compress(policy: SavePolicy) -> Callable[[str], int]:
 # --- report ---------------------------------------------------------------------------------
 def print_archive(runs: list[ArchiveRun], rate: int) -> None:
     seed = runs[0]
-    print(f"\nArchive of destroyed bodies (concurrent pgbench at {rate} tps; p99 of transactions that ended during "
-          "the archive vs the idle windows just before and just after)")
-    header = (f"{'contender':<44}{'rows':>8}{'s':>7}{'rows/s':>8}{'x seed':>7}{'moving':>8}{'x seed':>7}"
-              f"{'WAL MB':>7}{'p99 before':>11}{'after':>7}{'during':>8}{'Δp99 ms':>8}{'avg idle':>9}{'during':>7}{'n':>6}")
+    print(f"\nArchive of destroyed bodies (concurrent pgbench at {rate} tps). Δp99: p99 of the transactions that "
+          "ended during the archive minus the median p99 of idle windows as long as it, before and after")
+    header = (f"{'contender':<52}{'rows':>8}{'s':>7}{'rows/s':>8}{'x seed':>7}{'moving':>8}{'x seed':>7}"
+              f"{'WAL MB':>7}{'p99 idle':>9}{'during':>8}{'Δp99 ms':>8}{'whole idle':>11}{'avg idle':>9}"
+              f"{'during':>7}{'n':>6}")
     print(header)
     print("-" * len(header))
     for run in runs:
-        print(f"{run.name:<44}{run.rows:>8}{run.seconds:>7.2f}{run.rows_per_s:>8.0f}"
-              f"{run.rows_per_s / seed.rows_per_s:>7.2f}{run.moving_rows_per_s:>8.0f}"
-              f"{run.moving_rows_per_s / seed.moving_rows_per_s:>7.2f}{run.wal_bytes / 2**20:>7.1f}"
-              f"{run.idle.p99_ms:>11.2f}{run.after.p99_ms:>7.2f}{run.during.p99_ms:>8.2f}{run.p99_rise:>8.2f}"
-              f"{run.idle.mean_ms:>9.2f}{run.during.mean_ms:>7.2f}{run.during.transactions:>6}")
+        if run.rows:
+            speed = (f"{run.rows:>8}{run.seconds:>7.2f}{run.rows_per_s:>8.0f}{run.rows_per_s / seed.rows_per_s:>7.2f}"
+                     f"{run.moving_rows_per_s:>8.0f}{run.moving_rows_per_s / seed.moving_rows_per_s:>7.2f}")
+        else:
+            speed = f"{'-':>8}{run.seconds:>7.2f}{'-':>8}{'-':>7}{'-':>8}{'-':>7}"
+        print(f"{run.name:<52}{speed}{run.wal_bytes / 2**20:>7.1f}{run.baseline_p99:>9.2f}{run.during.p99_ms:>8.2f}"
+              f"{run.p99_rise:>8.2f}{run.idle.p99_ms:>11.2f}{run.idle.mean_ms:>9.2f}{run.during.mean_ms:>7.2f}"
+              f"{run.during.transactions:>6}")
 
 
 def print_archive_medians(rounds: list[list[ArchiveRun]]) -> None:
     print(f"\nArchive, medians over {len(rounds)} rounds (contenders alternate within each round); "
           "'moving' leaves out our conservation counts before and after")
-    header = (f"{'contender':<44}{'rows/s':>9}{'x seed':>8}{'moving x seed':>14}{'Δp99 ms':>9}   Δp99 per round")
+    header = (f"{'contender':<52}{'rows/s':>9}{'x seed':>8}{'moving x seed':>14}{'Δp99 ms':>9}   Δp99 per round")
     print(header)
     print("-" * len(header))
     for index in range(len(rounds[0])):
         runs = [r[index] for r in rounds]
-        ratio = statistics.median(r[index].rows_per_s / r[0].rows_per_s for r in rounds)
-        moving = statistics.median(r[index].moving_rows_per_s / r[0].moving_rows_per_s for r in rounds)
         deltas = [run.p99_rise for run in runs]
-        print(f"{runs[0].name:<44}{statistics.median(r.rows_per_s for r in runs):>9.0f}{ratio:>8.2f}{moving:>14.2f}"
-              f"{statistics.median(deltas):>9.2f}   {' '.join(f'{d:.1f}' for d in deltas)}")
+        if runs[0].rows:
+            ratio = statistics.median(r[index].rows_per_s / r[0].rows_per_s for r in rounds)
+            moving = statistics.median(r[index].moving_rows_per_s / r[0].moving_rows_per_s for r in rounds)
+            speed = f"{statistics.median(r.rows_per_s for r in runs):>9.0f}{ratio:>8.2f}{moving:>14.2f}"
+        else:
+            speed = f"{'-':>9}{'-':>8}{'-':>14}"
+        print(f"{runs[0].name:<52}{speed}{statistics.median(deltas):>9.2f}   {' '.join(f'{d:.1f}' for d in deltas)}")
 
 
 def print_compress(runs: list[CompressRun]) -> None:
@@ -537,11 +580,13 @@ def main() -> None:
             (f"ours default ({throttle.batch_size}/batch, cap {throttle.max_rows_per_s or 0:.0f} rows/s)",
              our_archive(ArchivePolicy())),
             ("ours unthrottled (50000/batch, no lock, 2 sessions)", our_archive(unthrottled)),
+            ("control: nothing runs, as long as ours default", None),
         ]
         rounds: list[list[ArchiveRun]] = []
         for number in range(1, args.repeat + 1 if args.only != "compress" else 1):
             runs = []
             for index, (label, work) in enumerate(contenders):
+                work = work or idle_for(runs[1].seconds)
                 run = run_archive(server, base, f"arch{number}_{index}", players, bodies, rate, idle_s, during_s, work)
                 run.name = label
                 runs.append(run)

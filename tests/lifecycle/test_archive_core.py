@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -148,6 +149,54 @@ def test_a_leaf_that_fits_one_batch_moves_in_one_statement_and_a_row_dropped_on_
         assert report.log.batches == leaves_left and report.rows_remaining == 0 and report.conserved
         assert archived_as_live_text(conn, "updated_at >= %s AND updated_at < %s",
                                      (scope.lower, scope.upper)) == expected
+
+
+def test_dense_due_rows_move_by_heap_page_ranges_and_a_row_changed_meanwhile_stays(new_database):
+    load_demo(new_database, seed=7)
+    with db.connect(new_database) as conn:
+        month = destroyed_months(conn)[1]
+        scope = MonthScope.of(month, timedelta(days=30))
+        # Every third small body destroyed in that month: due rows on every heap page.
+        conn.execute("UPDATE celestial_bodies SET is_destroyed = true, updated_at = %s "
+                     "WHERE body_type IN ('asteroid', 'comet', 'dust_cloud') AND id %% 3 = 0",
+                     (scope.lower + timedelta(days=3),))
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM celestial_bodies_small")
+        conn.autocommit = False
+        where = "is_destroyed AND updated_at >= %s AND updated_at < %s"
+        expected = rows_as_text(conn, "celestial_bodies", where, (scope.lower, scope.upper))
+        pages = conn.execute("SELECT pg_relation_size('celestial_bodies_small') / 8192").fetchone()[0]
+        conn.commit()
+        ranged = ArchivePolicy(throttle=Throttle(batch_size=100), skip_locked=False)
+        plan = plan_archive(conn, month, ranged).as_markdown()
+        assert f"celestial_bodies_small: heap pages 0..{pages - 1} in ranges of" in plan
+        assert "ctid >= " in plan and "SKIP LOCKED" not in plan
+
+        # A due row that a game session changes while the archive waits on its row lock:
+        # the delete re-checks it, finds it no longer due, and leaves it live.
+        changed_id = conn.execute("SELECT id FROM celestial_bodies_small WHERE " + where + " ORDER BY ctid LIMIT 1",
+                                  (scope.lower, scope.upper)).fetchone()[0]
+        conn.commit()
+        with db.connect(new_database) as game:
+            game.execute("UPDATE celestial_bodies SET is_destroyed = false WHERE id = %s", (changed_id,))
+            with db.connect(new_database) as archiver:
+                # The game commits half a second after the archive's first batch starts waiting.
+                timer = threading.Timer(0.5, game.commit)
+                timer.start()
+                report = archive_destroyed_bodies(archiver, month, ranged)
+                timer.join()
+
+        still_due = [row for row in expected if not row.startswith(f"({changed_id},")]
+        assert len(still_due) == len(expected) - 1
+        assert report.log.moved == len(still_due) and report.rows_remaining == 0
+        # The changed row left the month's scope (no longer destroyed), live, not lost.
+        assert report.scope_rows_before - report.scope_rows_after == 1
+        assert report.log.batches >= -(-len(still_due) // 100) and report.log.longest_batch_s >= 0.4
+        assert archived_as_live_text(conn, "updated_at >= %s AND updated_at < %s",
+                                     (scope.lower, scope.upper)) == still_due
+        assert conn.execute("SELECT NOT is_destroyed FROM celestial_bodies WHERE id = %s",
+                            (changed_id,)).fetchone() == (True,)
 
 
 def test_recently_destroyed_bodies_stay_live(demo_db):
