@@ -22,6 +22,9 @@ class ArchiveConfig(dg.Config):
     pause_s: float = Field(default=DEFAULT_THROTTLE.pause_s, description="pause between batches, seconds")
     max_rows_per_s: Optional[float] = Field(default=DEFAULT_THROTTLE.max_rows_per_s,
                                             description="cap on rows moved per second; unset: no cap")
+    sleep_coef: Optional[float] = Field(default=DEFAULT_THROTTLE.sleep_coef,
+                                        description="pause this many times as long as each batch took "
+                                                    "(pt-archiver's --sleep-coef; 1.0: busy at most half the time)")
     tablespace: Optional[str] = Field(default=None, description="tablespace the archive must live on")
     skip_locked: bool = Field(default=ArchivePolicy.skip_locked,
                               description="lock candidates and skip rows a game transaction holds (never wait); "
@@ -31,7 +34,8 @@ class ArchiveConfig(dg.Config):
     dry_run: bool = Field(default=False, description="report the plan, change nothing")
 
     def policy(self) -> ArchivePolicy:
-        throttle = Throttle(batch_size=self.batch_size, pause_s=self.pause_s, max_rows_per_s=self.max_rows_per_s)
+        throttle = Throttle(batch_size=self.batch_size, pause_s=self.pause_s, max_rows_per_s=self.max_rows_per_s,
+                            sleep_coef=self.sleep_coef)
         return ArchivePolicy(older_than=parse_age(self.older_than), throttle=throttle, tablespace=self.tablespace,
                              skip_locked=self.skip_locked, workers=self.workers)
 

@@ -1,5 +1,7 @@
 """``compressed_saves``: monthly packing of inactive saves, its checks, the rehydrate job, nightly schedule."""
 
+from typing import Optional
+
 import dagster as dg
 from pydantic import Field
 
@@ -23,13 +25,16 @@ class CompressConfig(dg.Config):
     level: int = Field(default=DEFAULT_CODEC.level, description="compression level of the codec")
     saves_per_batch: int = Field(default=DEFAULT_SAVES_PER_BATCH, description="saves packed per transaction")
     pause_s: float = Field(default=0.0, description="pause between batches, seconds")
+    sleep_coef: Optional[float] = Field(default=None, description="pause this many times as long as each batch "
+                                                                  "took (1.0: busy at most half the time)")
     workers: int = Field(default=DEFAULT_WORKERS,
                          description="worker processes packing batches side by side, each with its own session")
     dry_run: bool = Field(default=False, description="report the saves that would be packed, change nothing")
 
     def policy(self) -> SavePolicy:
         return SavePolicy(inactive_for=parse_age(self.inactive_for), codec=Codec(self.codec, self.level),
-                          throttle=Throttle(batch_size=self.saves_per_batch, pause_s=self.pause_s),
+                          throttle=Throttle(batch_size=self.saves_per_batch, pause_s=self.pause_s,
+                                            sleep_coef=self.sleep_coef),
                           workers=self.workers)
 
 

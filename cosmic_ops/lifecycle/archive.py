@@ -336,8 +336,7 @@ def plan_archive(conn: psycopg.Connection, month: date, policy: ArchivePolicy = 
                  f"batches of at most {policy.throttle.batch_size} rows")
         plan.actions.append(Action(
             "archive batches",
-            f"{leaf}: {bound}, each committed; pause "
-            f"{policy.throttle.pause_s}s, cap {policy.throttle.max_rows_per_s or 'none'} rows/s",
+            f"{leaf}: {bound}, each committed; {policy.throttle.describe()}",
             statement.as_string(conn),
         ))
     end_read(conn)

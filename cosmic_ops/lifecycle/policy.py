@@ -50,6 +50,10 @@ class Throttle:
     batch_size: int = 2_000
     pause_s: float = 0.0
     max_rows_per_s: float | None = None
+    # pt-archiver's --sleep-coef: pause this many times as long as the batch took. It
+    # follows the machine's speed, where a rows/s cap does not: busy, slower batches
+    # earn longer pauses. 1.0 keeps the session busy at most half the time.
+    sleep_coef: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -58,14 +62,25 @@ class Throttle:
             raise ValueError("pause_s must not be negative")
         if self.max_rows_per_s is not None and self.max_rows_per_s <= 0:
             raise ValueError("max_rows_per_s must be positive when set")
+        if self.sleep_coef is not None and self.sleep_coef < 0:
+            raise ValueError("sleep_coef must not be negative")
+
+    def describe(self) -> str:
+        """The pacing in words, for plans and metadata."""
+        pacing = [f"pause {self.pause_s}s", f"cap {self.max_rows_per_s or 'none'} rows/s"]
+        if self.sleep_coef:
+            pacing.append(f"then {self.sleep_coef}x each batch's time")
+        return ", ".join(pacing)
 
     def delay_after(self, rows: int, batch_seconds: float) -> float:
         """Seconds to wait after a batch of ``rows`` that took ``batch_seconds``.
 
-        A short batch (fewer rows than ``batch_size``) ends its table or month: no pause,
-        only the rows/s cap applies.
+        A short batch (fewer rows than ``batch_size``) ends its table or month: no fixed
+        pause, only the rows/s cap and the sleep coefficient apply.
         """
         wait = self.pause_s if rows >= self.batch_size else 0.0
+        if self.sleep_coef:
+            wait = max(wait, self.sleep_coef * batch_seconds)
         if self.max_rows_per_s:
             wait = max(wait, rows / self.max_rows_per_s - batch_seconds)
         return max(0.0, wait)

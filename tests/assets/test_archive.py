@@ -49,10 +49,11 @@ def _month_key(conninfo) -> str:
 
 def test_dry_run_reports_the_plan_and_changes_nothing(demo_db, resources):
     before = _counts(demo_db)
-    result = _materialize(_month_key(demo_db), resources, dry_run=True, batch_size=100)
+    result = _materialize(_month_key(demo_db), resources, dry_run=True, batch_size=100, sleep_coef=0.5)
     meta = result.asset_materializations_for_node("destroyed_bodies_archive")[0].metadata
     assert meta["dry_run"].value is True and meta["rows_to_move"].value > 0
     assert "FOR UPDATE SKIP LOCKED" in meta["plan"].value
+    assert "then 0.5x each batch's time" in meta["plan"].value
     assert _counts(demo_db) == before
 
 

@@ -54,6 +54,19 @@ def test_throttle_paces_to_the_rows_per_second_cap():
         Throttle(batch_size=0)
 
 
+def test_sleep_coefficient_pauses_in_proportion_to_each_batch():
+    relative = Throttle(batch_size=1000, sleep_coef=1.5)
+    assert relative.delay_after(1000, 0.2) == pytest.approx(0.3)
+    assert relative.delay_after(1000, 0.04) == pytest.approx(0.06)  # a faster machine pauses less
+    assert relative.delay_after(10, 0.02) == pytest.approx(0.03)
+    both = Throttle(batch_size=1000, max_rows_per_s=10_000, sleep_coef=0.5)
+    assert both.delay_after(1000, 0.02) == pytest.approx(0.08)  # the cap is the longer wait here
+    assert both.delay_after(1000, 0.2) == pytest.approx(0.1)
+    assert "then 1.5x each batch's time" in relative.describe()
+    with pytest.raises(ValueError):
+        Throttle(sleep_coef=-1)
+
+
 def test_scope_is_the_month_cut_at_the_policy_age():
     now = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
     scope = MonthScope.of(datetime(2026, 10, 1).date(), timedelta(days=30), now)
