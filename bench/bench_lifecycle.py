@@ -8,8 +8,11 @@ own copy of one demo database, ``CREATE DATABASE ... TEMPLATE``):
   at its default throttle and unthrottled. Each runs while pgbench plays a game
   workload at a fixed rate (``-R``: insert into ``event_logs`` + update a live
   body per transaction); we report rows/s and the workload's p99 / mean latency
-  during the archive vs idle (same clone, just before), from pgbench's
-  per-transaction log.
+  during the archive, from pgbench's per-transaction log. Δp99 compares it with
+  the median p99 of idle windows as long as the archive (same clone, just before
+  and just after): a short window's p99 is more often caught by a hiccup of the
+  machine than a long one's. A control contender runs nothing for as long as
+  ours default took; its Δp99 is the method's own noise.
 - compression: the seed's ``compress_inactive_saves()`` vs
   ``compress_inactive_saves`` month by month: saves/s, and bytes of the rows
   replaced vs bytes stored. The seed never defines ``compress_save_data()``;
