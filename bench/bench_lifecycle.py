@@ -371,6 +371,14 @@ def seed_archive(url: str) -> tuple[int, float]:
     return due, time.perf_counter() - started
 
 
+def tried_throttle(spec: str) -> tuple[str, Callable[[str], tuple[int, float]]]:
+    """An archive contender from ``--try-throttle BATCH,CAP,COEF[,nolock]``, to compare pacings."""
+    batch, cap, coef, *lock = spec.split(",")
+    throttle = Throttle(batch_size=int(batch), max_rows_per_s=float(cap) or None, sleep_coef=float(coef) or None)
+    policy = ArchivePolicy(throttle=throttle, skip_locked=lock != ["nolock"])
+    return f"ours {batch}/batch, cap {cap}, sleep coef {coef}{', no lock' if lock else ''}", our_archive(policy)
+
+
 def idle_for(seconds: float) -> Callable[[str], tuple[None, float]]:
     """The control: nothing runs for ``seconds``, measured like an archive.
 
@@ -558,6 +566,9 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=None, help="pgbench alone, for the idle latency")
     parser.add_argument("--during-seconds", type=float, default=None,
                         help="pgbench window around each archive (must outlast it)")
+    parser.add_argument("--try-throttle", action="append", default=[], metavar="BATCH,CAP,COEF[,nolock]",
+                        help="an extra archive contender: rows per batch, rows/s cap (0: none), sleep "
+                             "coefficient (0: none), 'nolock' for no row locks; may be repeated")
     args = parser.parse_args()
     scale = args.scale or ("small" if args.quick else "default")
     rate = args.rate or (100 if args.quick else 500)
@@ -585,6 +596,7 @@ def main() -> None:
             ("ours unthrottled (50000/batch, no lock, 2 sessions)", our_archive(unthrottled)),
             ("control: nothing runs, as long as ours default", None),
         ]
+        contenders[3:3] = [tried_throttle(spec) for spec in args.try_throttle]
         rounds: list[list[ArchiveRun]] = []
         for number in range(1, args.repeat + 1 if args.only != "compress" else 1):
             runs = []
