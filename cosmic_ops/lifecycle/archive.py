@@ -214,6 +214,16 @@ class PageRanges:
         return bounds
 
 
+def leaf_move(conn: psycopg.Connection, leaf: str, target: str, where: sql.Composable, params: dict,
+              *, stamp_archived_at: bool, skip_locked: bool) -> tuple[sql.Composed, PageRanges | None]:
+    """How ``leaf``'s batches are bounded and the statement each runs: page ranges where due
+    rows are dense and no row locks are taken, else keyset paging. The plan and the run share it."""
+    ranges = None if skip_locked else PageRanges.of(conn, leaf, where, params)
+    statement = move_statement(conn, leaf, target, where, stamp_archived_at=stamp_archived_at,
+                               skip_locked=skip_locked, by_pages=ranges is not None)
+    return statement, ranges
+
+
 def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.Composable, params: dict,
                 *, stamp_archived_at: bool, skip_locked: bool = True, leaves: deque[str] | None = None):
     """A step for ``run_batches``: one committed batch from the first leaf of ``source`` with rows left.
@@ -235,9 +245,8 @@ def batch_mover(conn: psycopg.Connection, source: str, target: str, where: sql.C
             leaf = leaves.popleft()  # atomic: movers on other threads share the deque
         except IndexError:
             return False
-        ranges = None if skip_locked else PageRanges.of(conn, leaf, where, params)
-        current[:] = [(leaf, move_statement(conn, leaf, target, where, stamp_archived_at=stamp_archived_at,
-                                            skip_locked=skip_locked, by_pages=ranges is not None), ranges)]
+        current[:] = [(leaf, *leaf_move(conn, leaf, target, where, params, stamp_archived_at=stamp_archived_at,
+                                        skip_locked=skip_locked))]
         cursor.clear()
         cursor["after"] = start
         return True
@@ -326,11 +335,10 @@ def plan_archive(conn: psycopg.Connection, month: date, policy: ArchivePolicy = 
                                        statement.as_string(conn)))
     params = _scope_params(scope, policy.throttle.batch_size)
     for leaf in leaf_tables(conn, LIVE_TABLE):
-        ranges = None if policy.skip_locked else PageRanges.of(conn, leaf, _DESTROYED_IN_SCOPE, params)
+        statement, ranges = leaf_move(conn, leaf, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE, params,
+                                      stamp_archived_at=True, skip_locked=policy.skip_locked)
         if ranges is not None and not ranges.pages:
             continue  # nothing due in this leaf
-        statement = move_statement(conn, leaf, ARCHIVE_TABLE, _DESTROYED_IN_SCOPE, stamp_archived_at=True,
-                                   skip_locked=policy.skip_locked, by_pages=ranges is not None)
         bound = (f"heap pages 0..{ranges.pages - 1} in ranges of {ranges.step} pages (about "
                  f"{policy.throttle.batch_size} due rows each)" if ranges else
                  f"batches of at most {policy.throttle.batch_size} rows")
