@@ -298,7 +298,6 @@ class ArchiveRun:
     wal_bytes: int
     idle: Latency
     during: Latency
-    after: Latency
     idle_windows: list[float]  # p99 of each idle window as long as the archive (before and after it)
 
     @property
@@ -332,6 +331,7 @@ def run_archive(server: Server, base: str, name: str, players: int, bodies: int,
         wal0 = wal_lsn(url)
         wait(workload.start(idle_s, "idle"))
         idle = workload.samples("idle")
+        # WAL of the workload alone, per second, to leave it out of the archive's figure.
         workload_wal_per_s = (wal_lsn(url) - wal0) / idle_s
         due = scalar(url, count_due("celestial_bodies", DUE_BODIES))
         # pgbench writes its log only when it exits normally, so it runs a fixed time that
@@ -355,7 +355,7 @@ def run_archive(server: Server, base: str, name: str, players: int, bodies: int,
         least = max(100, int(0.8 * len(during)))
         windows = window_p99s(idle, ended - started, least) + window_p99s(after, ended - started, least)
         return ArchiveRun(name, moved or 0, ended - started, moving_s, max(0, int(archive_wal)), Latency.of(idle),
-                          Latency.of(during), Latency.of(after), windows)
+                          Latency.of(during), windows)
     finally:
         workload.cleanup()
         server.drop(f"{base}_{name}")
