@@ -8,11 +8,20 @@ own copy of one demo database, ``CREATE DATABASE ... TEMPLATE``):
   at its default throttle and unthrottled. Each runs while pgbench plays a game
   workload at a fixed rate (``-R``: insert into ``event_logs`` + update a live
   body per transaction); we report rows/s and the workload's p99 / mean latency
-  during the archive, from pgbench's per-transaction log. Δp99 compares it with
+  during the archive, from pgbench's per-transaction log. Rows/s and the latency
+  window are those of the call itself (the seed's function; our
+  ``archive_destroyed_bodies`` with its conservation counts), not of connecting
+  and finding the due months, which the monthly asset does not do. Δp99 compares it with
   the median p99 of idle windows as long as the archive (same clone, just before
   and just after): a short window's p99 is more often caught by a hiccup of the
   machine than a long one's. A control contender runs nothing for as long as
-  ours default took; its Δp99 is the method's own noise.
+  ours default took; its Δp99 is the method's own noise. A floor contender
+  spends the seed's own busy time as pure CPU (counting, no WAL, no locks, no
+  pages), half the time, as an archive at half the seed's rows/s and the seed's
+  cost per row must: its Δp99 is what the machine charges for that much CPU
+  alone, a lower bound for such an archive. A second floor does the same with
+  half the CPU (an archive twice as cheap per row as the seed's), to show how
+  much less CPU buys.
 - compression: the seed's ``compress_inactive_saves()`` vs
   ``compress_inactive_saves`` month by month: saves/s, and bytes of the rows
   replaced vs bytes stored. The seed never defines ``compress_save_data()``;
@@ -323,8 +332,29 @@ def wal_lsn(url: str) -> int:
     return int(scalar(url, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
 
 
+@dataclass
+class Timed:
+    """What a contender did: rows moved (None: moves nothing), when its call ran (wall clock), and
+    how long its batches took (ours also counts the scope before and after; the seed's call is
+    all batch).
+
+    The call is what the monthly asset runs: connecting and finding the due months are the
+    benchmark's own work (the asset gets its month from the partition key), so they stay out.
+    """
+
+    rows: int | None
+    began: float
+    ended: float
+    moving_s: float
+
+    @classmethod
+    def since(cls, began: float, rows: int | None = None, moving_s: float | None = None) -> "Timed":
+        ended = time.time()
+        return cls(rows, began, ended, ended - began if moving_s is None else moving_s)
+
+
 def run_archive(server: Server, base: str, name: str, players: int, bodies: int, rate: int, idle_s: float,
-                during_s: float, work: Callable[[str], tuple[int | None, float]]) -> ArchiveRun:
+                during_s: float, work: Callable[[str], Timed]) -> ArchiveRun:
     url = server.clone(f"{base}_{name}", base)
     workload = Workload(url, players, bodies, rate)
     try:
@@ -339,10 +369,10 @@ def run_archive(server: Server, base: str, name: str, players: int, bodies: int,
         # and from those that ended after it (a second idle baseline, from the same run).
         bench = workload.start(during_s, "during")
         time.sleep(2.0)
-        wal0, started = wal_lsn(url), time.time()
-        moved, moving_s = work(url)
-        ended = time.time()
+        wal0 = wal_lsn(url)
+        timed = work(url)
         wal1 = wal_lsn(url)
+        moved, started, ended = timed.rows, timed.began, timed.ended
         wait(bench)
         if ended - started > during_s - 2.5:
             print(f"  note: {name} outlasted the pgbench window ({ended - started:.1f}s); raise --during-seconds")
@@ -354,24 +384,24 @@ def run_archive(server: Server, base: str, name: str, players: int, bodies: int,
         # Only windows about as full as the archive's count: the tail of each run is shorter.
         least = max(100, int(0.8 * len(during)))
         windows = window_p99s(idle, ended - started, least) + window_p99s(after, ended - started, least)
-        return ArchiveRun(name, moved or 0, ended - started, moving_s, max(0, int(archive_wal)), Latency.of(idle),
-                          Latency.of(during), windows)
+        return ArchiveRun(name, moved or 0, ended - started, timed.moving_s, max(0, int(archive_wal)),
+                          Latency.of(idle), Latency.of(during), windows)
     finally:
         workload.cleanup()
         server.drop(f"{base}_{name}")
 
 
-def seed_archive(url: str) -> tuple[int, float]:
+def seed_archive(url: str) -> Timed:
     with db.connect(url) as conn:
         due = conn.execute(count_due("celestial_bodies", DUE_BODIES)).fetchone()[0]
         conn.commit()
-        started = time.perf_counter()
+        began = time.time()
         conn.execute("SELECT archive_destroyed_celestial_bodies()")
         conn.commit()
-    return due, time.perf_counter() - started
+        return Timed.since(began, due)
 
 
-def tried_throttle(spec: str) -> tuple[str, Callable[[str], tuple[int, float]]]:
+def tried_throttle(spec: str) -> tuple[str, Callable[[str], Timed]]:
     """An archive contender from ``--try-throttle BATCH,CAP,COEF[,nolock]``, to compare pacings."""
     batch, cap, coef, *lock = spec.split(",")
     throttle = Throttle(batch_size=int(batch), max_rows_per_s=float(cap) or None, sleep_coef=float(coef) or None)
@@ -379,28 +409,56 @@ def tried_throttle(spec: str) -> tuple[str, Callable[[str], tuple[int, float]]]:
     return f"ours {batch}/batch, cap {cap}, sleep coef {coef}{', no lock' if lock else ''}", our_archive(policy)
 
 
-def idle_for(seconds: float) -> Callable[[str], tuple[None, float]]:
+def idle_for(seconds: float) -> Callable[[str], Timed]:
     """The control: nothing runs for ``seconds``, measured like an archive.
 
     Its Δp99 is the method's own noise on this machine: what a contender's Δp99
     cannot be told apart from.
     """
-    def work(url: str) -> tuple[None, float]:
-        started = time.perf_counter()
+    def work(url: str) -> Timed:
+        began = time.time()
         time.sleep(seconds)
-        return None, time.perf_counter() - started
+        return Timed.since(began)
     return work
 
 
-def our_archive(policy: ArchivePolicy) -> Callable[[str], tuple[int, float]]:
+def cpu_floor(busy_s: float, duty: float = 0.5, pulse_s: float = 0.05) -> Callable[[str], Timed]:
+    """Pure CPU in one backend: ``busy_s`` of counting, in pulses of ``pulse_s``, busy ``duty`` of the time.
+
+    With ``busy_s`` the seed's archive time and ``duty`` 0.5, this is the CPU an
+    archive needs to move the seed's rows at half its rows/s if each row costs what it
+    costs the seed, without the WAL, locks and page traffic a real move adds. The
+    pulses are about as long as one of our default batches.
+    """
+    def work(url: str) -> Timed:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET jit = off")  # else each pulse would pay for compiling its query
+            count = "SELECT count(*) FROM generate_series(1, %s)"
+            calibration = time.perf_counter()
+            conn.execute(count, (2_000_000,))
+            per_s = 2_000_000 / (time.perf_counter() - calibration)
+            began, busy = time.time(), 0.0
+            while busy < busy_s:
+                pulse = time.perf_counter()
+                conn.execute(count, (max(1, int(per_s * min(pulse_s, busy_s - busy))),))
+                took = time.perf_counter() - pulse
+                busy += took
+                time.sleep(took * (1 - duty) / duty)
+            return Timed.since(began)
+    return work
+
+
+def our_archive(policy: ArchivePolicy) -> Callable[[str], Timed]:
     """All due months in one call, as a single-run backfill of the monthly asset does."""
-    def work(url: str) -> tuple[int, float]:
+    def work(url: str) -> Timed:
         with db.connect(url) as conn:
             months = due_months(conn, "celestial_bodies", DUE_BODIES)
+            began = time.time()
             report = archive_destroyed_bodies(conn, months[0], policy, through=months[-1],
                                               worker_sessions=db.SessionSpec(url))
+            timed = Timed.since(began, report.log.moved, report.moving_s)
         assert report.conserved and report.rows_remaining == 0
-        return report.log.moved, report.moving_s
+        return timed
     return work
 
 
@@ -594,14 +652,20 @@ def main() -> None:
             (f"ours default ({throttle.batch_size}/batch, cap {throttle.max_rows_per_s or 0:.0f} rows/s)",
              our_archive(ArchivePolicy())),
             ("ours unthrottled (50000/batch, no lock, 2 sessions)", our_archive(unthrottled)),
-            ("control: nothing runs, as long as ours default", None),
         ]
-        contenders[3:3] = [tried_throttle(spec) for spec in args.try_throttle]
+        contenders += [tried_throttle(spec) for spec in args.try_throttle]
+        # Sized from runs earlier in the same round: ours default's time, the seed's.
+        sized_later = {
+            "control: nothing runs, as long as ours default": lambda runs: idle_for(runs[1].seconds),
+            "floor: seed's busy time as pure CPU, busy half the time": lambda runs: cpu_floor(runs[0].seconds),
+            "floor: half of it, busy a quarter of the time": lambda runs: cpu_floor(runs[0].seconds / 2, duty=0.25),
+        }
+        contenders += list(sized_later.items())
         rounds: list[list[ArchiveRun]] = []
         for number in range(1, args.repeat + 1 if args.only != "compress" else 1):
             runs = []
             for index, (label, work) in enumerate(contenders):
-                work = work or idle_for(runs[1].seconds)
+                work = work(runs) if label in sized_later else work
                 run = run_archive(server, base, f"arch{number}_{index}", players, bodies, rate, idle_s, during_s, work)
                 run.name = label
                 runs.append(run)
