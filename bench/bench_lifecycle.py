@@ -335,8 +335,8 @@ def wal_lsn(url: str) -> int:
 @dataclass
 class Timed:
     """What a contender did: rows moved (None: moves nothing), when its call ran (wall clock), and
-    how long its batches took (ours also counts the scope before and after; the seed's call is
-    all batch).
+    how long its batches took (for ours, the call minus its conservation counts before and
+    after; the seed's call is all batch).
 
     The call is what the monthly asset runs: connecting and finding the due months are the
     benchmark's own work (the asset gets its month from the partition key), so they stay out.

@@ -29,7 +29,7 @@ DEFAULT_OLDER_THAN = timedelta(days=30)
 # Default pacing, chosen with bench/bench_lifecycle.py: 5,000-row batches (fewer commits and
 # plans than 1,000 for the same game latency), at most 60k rows/s. A lower cap did not
 # lower the game's p99 measurably on the 2-core machine, and fell below half the seed's
-# speed when the machine ran fast (the seed moved 35-83k rows/s there, run to run).
+# speed when the machine ran fast (the seed moved 35-110k rows/s there, run to run).
 DEFAULT_THROTTLE = Throttle(batch_size=5_000, pause_s=0.0, max_rows_per_s=60_000)
 
 
