@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import date
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -150,7 +150,7 @@ def main() -> int:
         with db.connect(conninfo) as c:
             started = time.perf_counter()
             retired = retire_month(c, store, conninfo=conninfo, month=RETIRED, policy=RetentionPolicy(),
-                                   today=date.today())
+                                   today=datetime.now(timezone.utc).date())
             retire_s = time.perf_counter() - started
             lower, upper = month_bounds_utc(DELETED)
             started = time.perf_counter()

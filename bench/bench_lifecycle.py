@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -66,6 +67,9 @@ from cosmic_ops.lifecycle import (  # noqa: E402
     ArchivePolicy, SavePolicy, Throttle, archive_destroyed_bodies, compress_inactive_saves,
 )
 from cosmic_ops.lifecycle.archive import DEFAULT_THROTTLE  # noqa: E402
+
+# The benchmark's one clock: demo data and every age-based decision are as of this instant.
+NOW = datetime.now(timezone.utc)
 
 # --- the seed's functions, verbatim (seed 000, §3.1 and §3.2) --------------------------------
 SEED_ARCHIVE = """
@@ -189,7 +193,7 @@ def build_base(server: Server, name: str, scale: str) -> tuple[str, int, int]:
         schema.bootstrap(conn)
         from cosmic_ops import demo
 
-        demo.load(conn, scale, seed=2026)
+        demo.load(conn, scale, seed=2026, as_of=NOW.date())
         # Only the workload writes event_logs here; its history only slows the copies.
         conn.execute("TRUNCATE event_logs")
         conn.commit()
@@ -454,7 +458,7 @@ def our_archive(policy: ArchivePolicy) -> Callable[[str], Timed]:
         with db.connect(url) as conn:
             months = due_months(conn, "celestial_bodies", DUE_BODIES)
             began = time.time()
-            report = archive_destroyed_bodies(conn, months[0], policy, through=months[-1],
+            report = archive_destroyed_bodies(conn, months[0], policy, now=NOW, through=months[-1],
                                               worker_sessions=db.SessionSpec(url))
             timed = Timed.since(began, report.log.moved, report.moving_s)
         assert report.conserved and report.rows_remaining == 0
@@ -548,7 +552,7 @@ def our_compress(policy: SavePolicy) -> Callable[[str], int]:
     def work(url: str) -> int:
         with db.connect(url) as conn:
             months = due_months(conn, "game_saves", DUE_SAVES)
-            report = compress_inactive_saves(conn, months[0], policy, through=months[-1],
+            report = compress_inactive_saves(conn, months[0], policy, now=NOW, through=months[-1],
                                              worker_sessions=db.SessionSpec(url))
         return report.log.moved
     return work

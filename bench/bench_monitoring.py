@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -72,7 +72,7 @@ ORDER BY pg_total_relation_size(schemaname||'.'||tablename) DESC
 
 def create_months(conn: psycopg.Connection, count: int, rows_per_month: int) -> None:
     """``count`` monthly event_logs partitions ending next year, ``rows_per_month`` rows each."""
-    first = add_months(date(date.today().year + 1, 1, 1), -count)
+    first = add_months(date(datetime.now(timezone.utc).year + 1, 1, 1), -count)
     months = [add_months(first, i) for i in range(count)]
     statements = []
     for month in months:

@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -40,6 +41,9 @@ from cosmic_ops import db, schema  # noqa: E402
 from cosmic_ops.embedded import resolve_conninfo  # noqa: E402
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months, list_partitions  # noqa: E402
 from cosmic_ops.timeutil import add_months  # noqa: E402
+
+# The benchmark's one clock: demo data and every age-based decision are as of this instant.
+NOW = datetime.now(timezone.utc)
 
 # manage_event_log_partitions() verbatim from seed 000.
 SEED_FUNCTION = (Path(__file__).resolve().parents[1] / "tests" / "partitions" / "seed_function.sql").read_text()
@@ -66,7 +70,7 @@ def make_table(conn: psycopg.Connection, schema_name: str, *, with_default: bool
 
 def cosmic(conn: psycopg.Connection, schema_name: str) -> None:
     policy = dataclasses.replace(EVENT_LOGS_POLICY, schema=schema_name)
-    ensure_months(conn, policy, policy.window())
+    ensure_months(conn, policy, policy.window(NOW))
 
 
 def seed(conn: psycopg.Connection, schema_name: str) -> None:
@@ -75,7 +79,7 @@ def seed(conn: psycopg.Connection, schema_name: str) -> None:
 
 
 def partman_create(conn: psycopg.Connection, schema_name: str) -> None:
-    start = add_months(EVENT_LOGS_POLICY.current_month(), -EVENT_LOGS_POLICY.lookback)
+    start = add_months(EVENT_LOGS_POLICY.current_month(NOW), -EVENT_LOGS_POLICY.lookback)
     conn.execute(
         "SELECT partman.create_parent(p_parent_table := %s, p_control := 'server_timestamp', p_type := 'native',"
         " p_interval := 'monthly', p_premake := 3, p_start_partition := %s)",
@@ -141,7 +145,7 @@ def measure(conn: psycopg.Connection, contender: Contender, repeat: int, partman
 
 def fill_default(conn: psycopg.Connection, rows: int) -> None:
     """``rows`` events spread evenly over the window, all in DEFAULT (no month exists yet)."""
-    window = EVENT_LOGS_POLICY.window()
+    window = EVENT_LOGS_POLICY.window(NOW)
     start = window[0]
     end = add_months(window[-1], 1)
     conn.execute(

@@ -32,7 +32,8 @@ def cmd_db_url(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_load(args: argparse.Namespace) -> int:
-    as_of = date.fromisoformat(args.as_of) if args.as_of else None
+    # The load's one clock: the operator's --as-of, else today (UTC), decided here once.
+    as_of = date.fromisoformat(args.as_of) if args.as_of else datetime.now(timezone.utc).date()
     with _connect("demo") as conn:
         schema.bootstrap(conn)
         try:
@@ -59,25 +60,24 @@ def prepare_dagster_env(conninfo: str) -> dict[str, str]:
     return env
 
 
-def record_demo_months(instance, scale: str) -> None:
+def record_demo_months(instance, scale: str, now: datetime) -> None:
     """Materialize ``event_log_partitions`` over the demo's months and the premake window,
     as one ranged run, so the UI shows the months that exist (each a no-op but for the
     future ones) with their metadata and checks. Once per Dagster instance."""
     import dagster as dg
 
     from .assets import event_logs
-    from .assets.common import MONTHLY
+    from .assets.common import MONTHLY, as_of_tags
     from .resources.postgres import postgres_from_env
 
     if instance.get_materialized_partitions(event_logs.ASSET_KEY):
         return
-    today = datetime.now(timezone.utc).date()
-    first = demo.event_months(demo.SCALES[scale], today)[0].isoformat()
-    keys = [key for key in MONTHLY.get_partition_keys() if key >= first]
+    first = demo.event_months(demo.SCALES[scale], now.date())[0].isoformat()
+    keys = [key for key in MONTHLY.get_partition_keys(current_time=now) if key >= first]
     result = dg.materialize(
         [event_logs.event_log_partitions, *event_logs.defs.asset_checks],
         instance=instance, resources={"postgres": postgres_from_env()},
-        tags={event_logs.RANGE_START_TAG: keys[0], event_logs.RANGE_END_TAG: keys[-1]},
+        tags={event_logs.RANGE_START_TAG: keys[0], event_logs.RANGE_END_TAG: keys[-1], **as_of_tags(now)},
         raise_on_error=False,
     )
     print(f"event_log_partitions: {keys[0]}..{keys[-1]} recorded ({'ok' if result.success else 'FAILED'})")
@@ -94,16 +94,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from .resources.postgres import postgres_from_env
 
     instance = dg.DagsterInstance.get()
+    now = datetime.now(timezone.utc)  # the start's one clock: demo data and the months it records
     result = dg.materialize([cosmic_schema], instance=instance, resources={"postgres": postgres_from_env()})
     if not result.success:
         return 1
     with _connect("demo") as conn:
         try:
-            report = demo.load(conn, args.scale)
+            report = demo.load(conn, args.scale, as_of=now.date())
             print(f"demo data: {report.total_rows:,d} rows at scale {args.scale} in {report.seconds:.1f}s")
         except demo.DemoDataPresent:
             print("demo data: already present, kept as is")
-    record_demo_months(instance, args.scale)
+    record_demo_months(instance, args.scale, now)
     print(f"managed database: {db.redact(conninfo)}")
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-w", str(settings.project_root() / "workspace.yaml"),

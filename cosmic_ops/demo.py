@@ -259,16 +259,16 @@ def load(
     scale_name: str = "small",
     *,
     seed: int = 42,
-    as_of: date | None = None,
+    as_of: date,
     replace: bool = False,
 ) -> LoadReport:
-    """Fill a bootstrapped database in one transaction (all or nothing)."""
+    """Fill a bootstrapped database in one transaction (all or nothing), with data as of ``as_of``
+    (the caller's one clock: the CLI's --as-of or today, the tests' session clock)."""
     from .partitions import ensure_month_partitions
 
     if scale_name not in SCALES:
         raise ValueError(f"unknown scale {scale_name!r}; choose one of {sorted(SCALES)}")
     scale = SCALES[scale_name]
-    as_of = as_of or datetime.now(timezone.utc).date()
     if schema.current_version(conn) < schema.LATEST_VERSION:
         raise RuntimeError("schema is not bootstrapped: run `cosmic-ops db init` first")
     report = LoadReport(scale=scale_name, seed=seed, as_of=as_of)

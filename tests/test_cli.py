@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -12,6 +11,8 @@ from cosmic_ops import cli, db, demo, schema, settings
 from cosmic_ops.assets import event_logs
 from cosmic_ops.partitions import list_partitions
 from cosmic_ops.timeutil import add_months, month_start
+
+from .clock import NOW, TODAY
 
 
 def test_db_init_and_demo_load_commands(fresh_database):
@@ -35,10 +36,10 @@ def test_dev_records_the_demo_months_once(new_database, monkeypatch):
     monkeypatch.setenv(settings.DATABASE_URL_ENV, new_database)
     with db.connect(new_database) as conn:
         schema.bootstrap(conn)
-        demo.load(conn, "small")
+        demo.load(conn, "small", as_of=TODAY)
     instance = dg.DagsterInstance.ephemeral()
-    cli.record_demo_months(instance, "small")
-    today = datetime.now(timezone.utc).date()
+    cli.record_demo_months(instance, "small", NOW)
+    today = TODAY
     first = demo.event_months(demo.SCALES["small"], today)[0]
     expected = {add_months(first, i).isoformat() for i in range(demo.SCALES["small"].months + 3)}
     assert instance.get_materialized_partitions(event_logs.ASSET_KEY) == expected
@@ -46,5 +47,5 @@ def test_dev_records_the_demo_months_once(new_database, monkeypatch):
         months = {p.lower_month() for p in list_partitions(conn, "event_logs") if not p.is_default}
     assert add_months(month_start(today), 3) in months and len(months) == len(expected)
     runs = len(instance.get_runs())
-    cli.record_demo_months(instance, "small")
+    cli.record_demo_months(instance, "small", NOW)
     assert len(instance.get_runs()) == runs

@@ -109,4 +109,4 @@ def test_replace_reloads_identically(new_database):
 
 def test_unknown_scale_is_an_error(conn):
     with pytest.raises(ValueError, match="unknown scale"):
-        demo.load(conn, "huge")
+        demo.load(conn, "huge", as_of=AS_OF)

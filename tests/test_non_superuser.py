@@ -21,6 +21,7 @@ from cosmic_ops.assets.schema import cosmic_schema
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, list_partitions
 from cosmic_ops.resources import PostgresResource
 from cosmic_ops.resources.backup_store import BackupStoreResource
+from tests.clock import NOW, RUN_TAGS, TODAY
 from tests.lifecycle.helpers import destroyed_months
 
 
@@ -49,19 +50,20 @@ def test_owner_role_runs_the_maintenance_assets(owner_database, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
 
     def run(assets, key=None, **kwargs):
-        result = dg.materialize(assets, partition_key=key, resources=resources, instance=instance, **kwargs)
+        result = dg.materialize(assets, partition_key=key, resources=resources, instance=instance,
+                                tags={**RUN_TAGS, **kwargs.pop("tags", {})}, **kwargs)
         assert result.success
         return result
 
     run([cosmic_schema])
     with db.connect(owner_database) as conn:
-        demo.load(conn, "small", seed=5)
+        demo.load(conn, "small", seed=5, as_of=TODAY)
         months = [p.lower_month() for p in list_partitions(conn, "event_logs") if not p.is_default]
         archive_month = destroyed_months(conn)[0]
         before = conn.execute("SELECT (SELECT count(*) FROM celestial_bodies) + "
                               "(SELECT count(*) FROM celestial_bodies_archive)").fetchone()[0]
 
-    window = [m.isoformat() for m in EVENT_LOGS_POLICY.window()]
+    window = [m.isoformat() for m in EVENT_LOGS_POLICY.window(NOW)]
     run([event_logs.event_log_partitions, *event_logs.defs.asset_checks],
         tags={event_logs.RANGE_START_TAG: window[0], event_logs.RANGE_END_TAG: window[-1]})
 

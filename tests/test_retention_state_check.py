@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import dagster as dg
 from psycopg import sql
@@ -15,17 +14,19 @@ from cosmic_ops.resources import PostgresResource
 from cosmic_ops.retention import attached_past_retention
 from cosmic_ops.timeutil import add_months, month_start
 
+from .clock import RUN_TAGS, TODAY
+
 
 def _evaluate(conninfo):
     result = dg.materialize([partition_counts, nothing_attached_past_retention],
                             resources={"postgres": PostgresResource(database_url=conninfo)},
-                            instance=dg.DagsterInstance.ephemeral())
+                            instance=dg.DagsterInstance.ephemeral(), tags=RUN_TAGS)
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
 
 
 def test_months_past_retention_fail_the_check_until_retired(bootstrapped_database):
-    today = datetime.now(timezone.utc).date()
+    today = TODAY
     policy = RetentionPolicy()
     cutoff = policy.cutoff(today)
     overdue = [add_months(cutoff, -2), add_months(cutoff, -1)]

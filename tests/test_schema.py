@@ -6,6 +6,8 @@ import pytest
 
 from cosmic_ops import db, schema
 
+from .clock import NOW
+
 
 def _catalog_snapshot(conn):
     """Every relation, column and constraint with the xmin of its catalog row: any
@@ -78,7 +80,7 @@ def test_event_logs_is_range_by_server_timestamp_with_default(fresh_database):
         assert any("(event_type, server_timestamp DESC)" in d for d in indexes)
         # Game servers insert just three columns; everything else has a default.
         conn.execute(
-            "INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES (1, 'login', now())"
+            "INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES (1, 'login', %s)", (NOW,)
         )
         row = conn.execute("SELECT id IS NOT NULL, payload, server_region FROM event_logs").fetchone()
         assert row == (True, {}, "unknown")

@@ -10,7 +10,7 @@ from ..lifecycle import ArchivePolicy, Throttle, archive_destroyed_bodies, parse
 from ..lifecycle.archive import DEFAULT_THROTTLE
 from ..resources import PostgresResource
 from ..timeutil import add_months
-from .common import LIFECYCLE_ASSET_ARGS, MAINTENANCE_POOL, MONTHLY
+from .common import LIFECYCLE_ASSET_ARGS, MAINTENANCE_POOL, MONTHLY, as_of_tags, run_clock
 
 ASSET_KEY = "destroyed_bodies_archive"
 CONSERVED_CHECK = "live_plus_archived_conserved"
@@ -58,15 +58,16 @@ def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveC
                              postgres: PostgresResource) -> dg.MaterializeResult:
     month, through = partition_months(context)
     policy = config.policy()
+    now = run_clock(context)
     with postgres.connect(purpose="archive") as conn:
         if config.dry_run:
-            plan = plan_archive(conn, month, policy, through=through)
+            plan = plan_archive(conn, month, policy, now=now, through=through)
             return dg.MaterializeResult(
                 metadata={"dry_run": True, "rows_to_move": plan.candidates, "plan": dg.MetadataValue.md(plan.as_markdown())},
                 check_results=[dg.AssetCheckResult(check_name=CONSERVED_CHECK, passed=True,
                                                    metadata={"dry_run": True})],
             )
-        report = archive_destroyed_bodies(conn, month, policy, progress=context.log.info, through=through,
+        report = archive_destroyed_bodies(conn, month, policy, now=now, progress=context.log.info, through=through,
                                           worker_sessions=postgres.session_spec("archive-worker"))
     log = report.log
     context.log.info("archived %d rows of %s in %d batches (%.0f rows/s); %d remain",
@@ -114,7 +115,7 @@ def nightly_schedule(name: str, job, cron: str, age: timedelta, description: str
     def _nightly(context: dg.ScheduleEvaluationContext):
         moment = context.scheduled_execution_time
         for key in due_months(moment, age):
-            yield dg.RunRequest(run_key=f"{key}@{moment:%Y-%m-%d}", partition_key=key)
+            yield dg.RunRequest(run_key=f"{key}@{moment:%Y-%m-%d}", partition_key=key, tags=as_of_tags(moment))
 
     return _nightly
 

@@ -17,7 +17,7 @@ from ..backups.store import Generation
 from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
 from ..timeutil import add_months, month_start
-from .common import MAINTENANCE_POOL, MONTHLY, month_of
+from .common import MAINTENANCE_POOL, MONTHLY, as_of_tags, month_of
 
 GROUP = "backups"
 EVENT_LOG_PARTITIONS = dg.AssetKey("event_log_partitions")
@@ -295,7 +295,8 @@ def closed_month(moment) -> date:
 )
 def event_log_backups_monthly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     month = closed_month(context.scheduled_execution_time)
-    return dg.RunRequest(run_key=f"event_log_backups:{month.isoformat()}", partition_key=month.isoformat())
+    return dg.RunRequest(run_key=f"event_log_backups:{month.isoformat()}", partition_key=month.isoformat(),
+                         tags=as_of_tags(context.scheduled_execution_time))
 
 
 full_backup_weekly = dg.ScheduleDefinition(

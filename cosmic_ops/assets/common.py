@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, datetime, timezone
 
 import dagster as dg
 
@@ -18,6 +18,40 @@ MONTHLY = dg.MonthlyPartitionsDefinition(
     timezone="UTC",
     end_offset=PREMAKE_MONTHS + 1,
 )
+
+# A run's one "now" (ISO 8601 with offset). Schedules set it to their tick, so a run that
+# starts late, or crosses midnight or a month end, still decides as of its tick.
+AS_OF_TAG = "cosmic_ops/as_of"
+
+
+def as_of_tags(moment: datetime) -> dict[str, str]:
+    """Run tags that fix a run's clock at ``moment`` (a schedule's tick)."""
+    return {AS_OF_TAG: moment.astimezone(timezone.utc).isoformat()}
+
+
+def run_clock(context) -> datetime:
+    """The run's one "now", decided once for every step of the run (assets and checks alike).
+
+    The ``cosmic_ops/as_of`` tag when a schedule (or an operator) set it, else the moment
+    the run was created (the wall clock, read once: every step reads the same record).
+    A tag in the future is refused: a run may decide as of an earlier time, never a later one.
+    """
+    tag = context.run.tags.get(AS_OF_TAG)
+    wall = datetime.now(timezone.utc)
+    if tag is None:
+        record = context.instance.get_run_record_by_id(context.run.run_id)
+        created = record.create_timestamp if record is not None else wall
+        return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+    try:
+        moment = datetime.fromisoformat(tag)
+    except ValueError:
+        raise dg.Failure(f"run tag {AS_OF_TAG}={tag!r} is not an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise dg.Failure(f"run tag {AS_OF_TAG}={tag!r} has no UTC offset")
+    if moment > wall:
+        raise dg.Failure(f"run tag {AS_OF_TAG}={tag!r} is in the future; a run cannot act as of a later time")
+    return moment
+
 
 def month_of(partition_key: str) -> date:
     """The month a monthly partition key (``YYYY-MM-01``) stands for."""

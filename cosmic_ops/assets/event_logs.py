@@ -37,7 +37,7 @@ from ..partitions.state import (
     describe_month,
 )
 from ..resources import PostgresResource
-from .common import MAINTENANCE_POOL, MONTHLY, month_of
+from .common import MAINTENANCE_POOL, MONTHLY, as_of_tags, month_of, run_clock
 
 POLICY = EVENT_LOGS_POLICY
 GROUP = "event_logs"
@@ -160,9 +160,9 @@ def _state_check(name: str, description: str, *, blocking: bool = False):
 
 
 @_state_check("premake_months_exist", "This month and the next `premake` months have partitions with exact bounds.")
-def premake_months_exist(postgres: PostgresResource) -> dg.AssetCheckResult:
+def premake_months_exist(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.connect(purpose="check premake") as conn:
-        return _result(check_months_exist(conn, POLICY))
+        return _result(check_months_exist(conn, POLICY, now=run_clock(context)))
 
 
 @_state_check("default_partition_empty", "No row waits in event_logs_default (the rehoming job empties it).")
@@ -181,9 +181,9 @@ def partitions_have_policy_indexes_and_storage(postgres: PostgresResource) -> dg
 @_state_check("partitions_contiguous",
               "Monthly partitions with no gap or overlap from the retention horizon to the last premade month.",
               blocking=True)
-def partitions_contiguous(postgres: PostgresResource) -> dg.AssetCheckResult:
+def partitions_contiguous(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.connect(purpose="check contiguous") as conn:
-        return _result(check_contiguous(conn, POLICY))
+        return _result(check_contiguous(conn, POLICY, now=run_clock(context)))
 
 
 @_state_check("month_query_pruned", "EXPLAIN of a one-month query on event_logs touches only that month's partition.")
@@ -230,7 +230,7 @@ def event_log_partitions_daily_schedule(context: dg.ScheduleEvaluationContext) -
     keys = [k for k in premake_window_keys(context.scheduled_execution_time) if MONTHLY.has_partition_key(k)]
     return dg.RunRequest(
         run_key=f"window:{keys[0]}:{keys[-1]}:{context.scheduled_execution_time:%Y-%m-%d}",
-        tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+        tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1], **as_of_tags(context.scheduled_execution_time)},
     )
 
 

@@ -26,7 +26,7 @@ from ..backups.policy import RetentionPolicy
 from ..partitions.catalog import partition_for_month
 from ..resources import PostgresResource
 from ..retention import attached_past_retention
-from .common import MAINTENANCE_POOL, MONTHLY, month_of
+from .common import MAINTENANCE_POOL, MONTHLY, month_of, run_clock
 
 GROUP = "monitoring"
 POLICY = monitoring.load_policy()
@@ -344,9 +344,10 @@ def structural_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRe
     description="No event_logs month past the retention policy is still attached (state of the database, "
     "not of the retention runs): a month listed here needs a backup and an event_log_retention run.",
 )
-def nothing_attached_past_retention(postgres: PostgresResource) -> dg.AssetCheckResult:
+def nothing_attached_past_retention(context: dg.AssetCheckExecutionContext,
+                                    postgres: PostgresResource) -> dg.AssetCheckResult:
     policy = RetentionPolicy()
-    today = datetime.now(timezone.utc).date()
+    today = run_clock(context).date()
     with postgres.connect(purpose="retention check") as conn:
         overdue = attached_past_retention(conn, policy, today)
     months = [p.lower_month().isoformat() for p in overdue]

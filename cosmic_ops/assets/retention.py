@@ -3,7 +3,6 @@ verified backup; the monthly retirement job backs the month up and verifies it
 first, so lineage reads partition -> backup -> retention for each month."""
 
 
-from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -14,7 +13,7 @@ from ..resources.backup_store import BackupStoreResource
 from ..retention import RetentionRefused, RetirementPlan, retire_month
 from ..timeutil import add_months, month_start
 from .backups import event_log_backups
-from .common import MAINTENANCE_POOL, MONTHLY, month_of
+from .common import MAINTENANCE_POOL, MONTHLY, as_of_tags, month_of, run_clock
 
 _DEFAULT_POLICY = RetentionPolicy()
 
@@ -48,7 +47,7 @@ def event_log_retention(
                                  archive_schema=config.archive_schema)
     except PolicyError as exc:
         raise dg.Failure(description=str(exc)) from None
-    today = datetime.now(timezone.utc).date()
+    today = run_clock(context).date()
     try:
         with postgres.connect(purpose="retention") as conn:
             outcome = retire_month(conn, backup_store.store(), conninfo=postgres.conninfo(),
@@ -96,7 +95,8 @@ def month_crossing_retention(moment, policy: RetentionPolicy = _DEFAULT_POLICY):
 )
 def event_log_retention_monthly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     month = month_crossing_retention(context.scheduled_execution_time)
-    return dg.RunRequest(run_key=f"event_log_retention:{month.isoformat()}", partition_key=month.isoformat())
+    return dg.RunRequest(run_key=f"event_log_retention:{month.isoformat()}", partition_key=month.isoformat(),
+                         tags=as_of_tags(context.scheduled_execution_time))
 
 
 defs = dg.Definitions(

@@ -13,7 +13,7 @@ from ..lifecycle.saves import (
 from ..lifecycle.policy import MonthScope
 from ..resources import PostgresResource
 from .archive import nightly_schedule, partition_months
-from .common import LIFECYCLE_ASSET_ARGS, MONTHLY
+from .common import LIFECYCLE_ASSET_ARGS, MONTHLY, run_clock
 
 ASSET_KEY = "compressed_saves"
 CHECKSUM_SAMPLE = 50
@@ -49,16 +49,17 @@ def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
                      postgres: PostgresResource) -> dg.MaterializeResult:
     month, through = partition_months(context)
     policy = config.policy()
+    now = run_clock(context)
     with postgres.connect(purpose="compress-saves") as conn:
         if config.dry_run:
-            scope = MonthScope.of(month, policy.inactive_for, through=through)
+            scope = MonthScope.of(month, policy.inactive_for, now, through=through)
             due = select_candidates(conn, scope)
             plan = (f"**pack saves** updated in {scope.describe()}: {len(due)} saves, "
                     f"{policy.throttle.batch_size} per transaction, codec {policy.codec.name} level {policy.codec.level}")
             return dg.MaterializeResult(metadata={"dry_run": True, "saves_to_pack": len(due),
                                                   "plan": dg.MetadataValue.md(plan)})
         report = compress_inactive_saves(
-            conn, month, policy, progress=context.log.info, through=through,
+            conn, month, policy, now=now, progress=context.log.info, through=through,
             worker_sessions=postgres.session_spec("compress-saves-worker"))
     log = report.log
     context.log.info("packed %d saves of %s (%d rows, %.2fx)", log.moved, month, report.rows_folded, report.ratio)

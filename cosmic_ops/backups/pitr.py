@@ -44,6 +44,8 @@ def pitr_readiness(conn: psycopg.Connection, *, max_archive_age_s: float = 3600.
     archive_mode = _setting(conn, "archive_mode") or "unknown"
     archive_command = _setting(conn, "archive_command") or ""
     archive_library = _setting(conn, "archive_library")  # PostgreSQL 15+
+    # The age compares two readings of the server's own clock (its archiver's timestamp and
+    # its now()); no data is kept or dropped on it, so it does not take the run's clock.
     archived, last_wal, last_time, failed, last_failed, age = conn.execute(
         """
         SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_time,

@@ -324,7 +324,7 @@ def _tablespace_statements(conn: psycopg.Connection, tablespace: str) -> list[sq
 
 
 def plan_archive(conn: psycopg.Connection, month: date, policy: ArchivePolicy = ArchivePolicy(),
-                 *, now: datetime | None = None, through: date | None = None) -> ArchivePlan:
+                 *, now: datetime, through: date | None = None) -> ArchivePlan:
     """What archiving ``month`` (.. ``through``) would do; reads only."""
     scope = MonthScope.of(month, policy.older_than, now, through=through)
     live, _ = scope_counts(conn, scope)
@@ -386,7 +386,7 @@ def archive_destroyed_bodies(
     month: date,
     policy: ArchivePolicy = ArchivePolicy(),
     *,
-    now: datetime | None = None,
+    now: datetime,
     progress: ProgressCallback | None = None,
     max_batches: int | None = None,
     through: date | None = None,

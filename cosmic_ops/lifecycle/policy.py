@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Callable, ContextManager
 
 import psycopg
@@ -28,10 +28,13 @@ class MonthScope:
         return self.upper <= self.lower
 
     @classmethod
-    def of(cls, month: date, older_than: timedelta, now: datetime | None = None,
+    def of(cls, month: date, older_than: timedelta, now: datetime,
            *, through: date | None = None) -> "MonthScope":
-        """Months ``month`` .. ``through`` (inclusive; default: just ``month``), older than ``older_than``."""
-        now = now or datetime.now(timezone.utc)
+        """Months ``month`` .. ``through`` (inclusive; default: just ``month``), older than ``older_than``
+        at ``now``: the run's one clock (its partition key's schedule tick or its start), never
+        read here, so a run that crosses midnight or a month end cuts every batch at the same instant."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (a naive time would be read in the session's zone)")
         lower, month_end = month_bounds_utc(month)
         if through is not None:
             if through < month:

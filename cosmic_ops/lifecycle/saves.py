@@ -417,7 +417,7 @@ def compress_inactive_saves(
     month: date,
     policy: SavePolicy = SavePolicy(),
     *,
-    now: datetime | None = None,
+    now: datetime,
     progress: ProgressCallback | None = None,
     max_batches: int | None = None,
     through: date | None = None,

@@ -4,9 +4,16 @@ The plan is computed from the catalog (never from names) as typed actions, each
 carrying the SQL it will run. A month is created with the least locking
 PostgreSQL allows, in ONE transaction under ``lock_timeout`` with retries:
 
-1. ``LOCK TABLE ONLY parent IN SHARE UPDATE EXCLUSIVE`` then the DEFAULT partition
-   ``IN ACCESS EXCLUSIVE`` -- the locks ATTACH takes anyway, in its order, taken
-   up front so no row for the month can reach DEFAULT after we emptied it;
+1. the parent, then the DEFAULT partition, locked up front in the order game
+   statements lock them (parent first), so no row for the month can reach DEFAULT
+   after we emptied it. Without a DEFAULT partition the parent gets SHARE UPDATE
+   EXCLUSIVE, what ATTACH takes: game reads and writes go on. With one, the parent
+   gets ACCESS EXCLUSIVE for this short step: a game statement that read the list of
+   partitions before the ATTACH would route its row to DEFAULT and then fail
+   DEFAULT's new constraint (``new row for relation "..._default" violates partition
+   constraint``), or read DEFAULT after the month's rows left it. Locked out at the
+   parent instead, game statements wait (at most our ``lock_timeout`` while we queue,
+   plus the step itself) and then plan against the new partition;
 2. ``CREATE TABLE`` outside the tree, ``LIKE`` the parent with its indexes, plus
    any policy index the parent lacks, with the policy's storage parameters;
 3. a CHECK constraint equal to the partition constraint, so ATTACH skips the scan;
@@ -294,8 +301,9 @@ def _create_action(policy: PartitionPolicy, month: date, name: str, lower: Bound
     table = _qualified(policy.schema, name)
     check_name = sql.Identifier(f"{name}_attach_check")
     predicate = _range_predicate(policy.partition_column, lower, upper)
+    parent_mode = sql.SQL("SHARE UPDATE EXCLUSIVE" if default is None else "ACCESS EXCLUSIVE")
     statements: list[sql.Composable] = [
-        sql.SQL("LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE").format(parent)]
+        sql.SQL("LOCK TABLE ONLY {} IN {} MODE").format(parent, parent_mode)]
     move = count = None
     if default is not None:
         statements.append(sql.SQL("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE").format(

@@ -152,17 +152,18 @@ class PartitionPolicy:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def current_month(self, now: Optional[datetime] = None) -> date:
-        """The month ``now`` falls in, in the policy's time zone."""
-        moment = now.astimezone(self.zone) if now is not None else datetime.now(self.zone)
-        return month_start(moment.date())
+    def current_month(self, now: datetime) -> date:
+        """The month ``now`` (the run's one clock, timezone-aware) falls in, in the policy's time zone."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        return month_start(now.astimezone(self.zone).date())
 
-    def window(self, now: Optional[datetime] = None) -> list[date]:
+    def window(self, now: datetime) -> list[date]:
         """Months to keep ready: ``lookback`` back, this month, ``premake`` ahead."""
         current = self.current_month(now)
         return [add_months(current, i) for i in range(-self.lookback, self.premake + 1)]
 
-    def premake_months(self, now: Optional[datetime] = None) -> list[date]:
+    def premake_months(self, now: datetime) -> list[date]:
         """This month and the ``premake`` months after it."""
         current = self.current_month(now)
         return [add_months(current, i) for i in range(0, self.premake + 1)]

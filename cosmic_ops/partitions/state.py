@@ -71,7 +71,7 @@ def describe_month(conn: psycopg.Connection, policy: PartitionPolicy, month: dat
 
 
 def check_months_exist(conn: psycopg.Connection, policy: PartitionPolicy, *,
-                       now: Optional[datetime] = None) -> CheckOutcome:
+                       now: datetime) -> CheckOutcome:
     """This month and the next ``premake`` months exist with exact bounds."""
     wanted = policy.premake_months(now)
     missing = [m for m in wanted if month_partition(conn, policy, m) is None]
@@ -149,7 +149,7 @@ def _month_of(lower: Any, key: PartitionKey, policy: PartitionPolicy) -> Optiona
 
 
 def check_contiguous(conn: psycopg.Connection, policy: PartitionPolicy, *,
-                     now: Optional[datetime] = None) -> CheckOutcome:
+                     now: datetime) -> CheckOutcome:
     """Each range partition spans exactly one month in the policy's time zone, none
     overlap, and there is no gap from the oldest month within retention to the last
     premade month. Months outside that span (rows rehomed from DEFAULT years away,

@@ -14,6 +14,8 @@ from cosmic_ops.assets import event_logs
 from cosmic_ops.assets.common import MONTHLY
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, list_partitions
 from cosmic_ops.resources import PostgresResource
+
+from ..clock import NOW, RUN_TAGS
 from tests.partitions.helpers import insert_events, row_fingerprint, rows_per_partition, tree_snapshot
 
 ASSET = event_logs.event_log_partitions
@@ -33,7 +35,7 @@ def resources(conninfo):
 
 def materialize(conninfo, partition_key=None, run_config=None, tags=None, instance=None, checks=CHECKS):
     return dg.materialize(
-        [ASSET, *checks], partition_key=partition_key, run_config=run_config, tags=tags,
+        [ASSET, *checks], partition_key=partition_key, run_config=run_config, tags={**RUN_TAGS, **(tags or {})},
         resources=resources(conninfo), instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
@@ -53,12 +55,12 @@ def checks(result):
 
 
 def latest_keys(n=7):
-    return MONTHLY.get_partition_keys()[-n:]
+    return MONTHLY.get_partition_keys(current_time=NOW)[-n:]
 
 
 def test_latest_seven_partitions_give_the_seed_window_and_pass_every_check(database):
     keys = latest_keys()
-    assert keys == [f"{m:%Y-%m-%d}" for m in EVENT_LOGS_POLICY.window()]
+    assert keys == [f"{m:%Y-%m-%d}" for m in EVENT_LOGS_POLICY.window(NOW)]
     for key in keys:
         result = materialize(database, key)
         assert result.success

@@ -16,6 +16,8 @@ from cosmic_ops.assets.saves import (
 from cosmic_ops.definitions import defs
 from cosmic_ops.resources import PostgresResource
 
+from ..clock import NOW
+
 from ..lifecycle.helpers import (
     SAVE_TABLES,
     inactive_save_months,
@@ -48,8 +50,8 @@ def _month(demo_db) -> tuple[str, list[int]]:
         key = month.strftime("%Y-%m-01")
         ids = [r[0] for r in conn.execute(
             "SELECT id FROM game_saves WHERE NOT is_active AND updated_at >= %s::timestamptz "
-            "AND updated_at < %s::timestamptz + interval '1 month' AND updated_at < now() - interval '7 days' "
-            "ORDER BY id", (key, key))]
+            "AND updated_at < %s::timestamptz + interval '1 month' AND updated_at < %s - interval '7 days' "
+            "ORDER BY id", (key, key, NOW))]
     return key, ids
 
 

@@ -11,6 +11,8 @@ from psycopg import sql
 
 from cosmic_ops import db, demo, schema
 
+from ..clock import RUN_TAGS, TODAY
+
 SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")
 LIVE_COLUMNS = ("id", "save_id", "body_type", "name", "parent_id", "mass", "radius", "position_x", "position_y",
                 "position_z", "orbital_period_s", "properties", "is_destroyed", "destroyed_at", "created_at",
@@ -20,7 +22,7 @@ LIVE_COLUMNS = ("id", "save_id", "body_type", "name", "parent_id", "mass", "radi
 def load_demo(conninfo: str, seed: int = 7) -> None:
     with db.connect(conninfo) as conn:
         schema.bootstrap(conn)
-        demo.load(conn, "small", seed=seed)
+        demo.load(conn, "small", seed=seed, as_of=TODAY)
 
 
 def materialize_month(assets, op_name: str, key: str, resources: dict, **config):
@@ -28,7 +30,7 @@ def materialize_month(assets, op_name: str, key: str, resources: dict, **config)
     import dagster as dg
 
     return dg.materialize(
-        assets, partition_key=key, resources=resources, instance=dg.DagsterInstance.ephemeral(),
+        assets, partition_key=key, resources=resources, instance=dg.DagsterInstance.ephemeral(), tags=RUN_TAGS,
         run_config={"ops": {op_name: {"config": config}}} if config else None,
     )
 

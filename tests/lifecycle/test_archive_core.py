@@ -17,6 +17,7 @@ from cosmic_ops.lifecycle.archive import ArchiveMismatch, archive_tablespace, en
 from cosmic_ops.lifecycle.policy import MonthScope
 from cosmic_ops.units import parse_age
 
+from ..clock import NOW
 from .helpers import KillableWorker, archived_as_live_text, destroyed_months, load_demo, rows_as_text
 
 SMALL_BATCHES = ArchivePolicy(throttle=Throttle(batch_size=97))
@@ -79,7 +80,7 @@ def test_dry_run_plan_changes_nothing(demo_db):
     with db.connect(demo_db) as conn:
         month = destroyed_months(conn)[0]
         before = rows_as_text(conn, "celestial_bodies_archive")
-        plan = plan_archive(conn, month, SMALL_BATCHES)
+        plan = plan_archive(conn, month, SMALL_BATCHES, now=NOW)
         assert plan.candidates == _due_in(conn, plan.scope) > 0
         text = plan.as_markdown()
         assert "DELETE FROM" in text and "FOR UPDATE SKIP LOCKED" in text and "celestial_bodies_archive" in text
@@ -89,14 +90,14 @@ def test_dry_run_plan_changes_nothing(demo_db):
 def test_archive_moves_exact_rows_in_bounded_batches(demo_db):
     with db.connect(demo_db) as conn:
         month = destroyed_months(conn)[1]
-        scope = MonthScope.of(month, timedelta(days=30))
+        scope = MonthScope.of(month, timedelta(days=30), NOW)
         expected = rows_as_text(conn, "celestial_bodies", "is_destroyed AND updated_at >= %s AND updated_at < %s",
                                 (scope.lower, scope.upper))
         untouched = rows_as_text(conn, "celestial_bodies",
                                  "NOT (is_destroyed AND updated_at >= %s AND updated_at < %s)", (scope.lower, scope.upper))
         progress: list[str] = []
 
-        report = archive_destroyed_bodies(conn, month, SMALL_BATCHES, progress=progress.append)
+        report = archive_destroyed_bodies(conn, month, SMALL_BATCHES, progress=progress.append, now=NOW)
 
         assert report.log.moved == len(expected) > 97
         assert report.log.batches >= -(-len(expected) // 97)
@@ -108,7 +109,7 @@ def test_archive_moves_exact_rows_in_bounded_batches(demo_db):
         stamped = conn.execute("SELECT count(*) FROM celestial_bodies_archive WHERE archived_at IS NULL").fetchone()
         assert stamped[0] == 0
 
-        again = archive_destroyed_bodies(conn, month, SMALL_BATCHES)
+        again = archive_destroyed_bodies(conn, month, SMALL_BATCHES, now=NOW)
         assert again.log.moved == 0 and again.conserved and again.scope_rows_after == len(expected)
 
 
@@ -116,27 +117,27 @@ def test_a_range_of_months_moves_in_one_run_in_two_sessions_without_row_locks(de
     with db.connect(demo_db) as conn:
         months = destroyed_months(conn)
         first, last = months[2], months[5]
-        scope = MonthScope.of(first, timedelta(days=30), through=last)
+        scope = MonthScope.of(first, timedelta(days=30), NOW, through=last)
         where = "is_destroyed AND updated_at >= %s AND updated_at < %s"
         expected = rows_as_text(conn, "celestial_bodies", where, (scope.lower, scope.upper))
         policy = ArchivePolicy(throttle=Throttle(batch_size=150), skip_locked=False, workers=2)
-        assert "SKIP LOCKED" not in plan_archive(conn, first, policy, through=last).as_markdown()
+        assert "SKIP LOCKED" not in plan_archive(conn, first, policy, through=last, now=NOW).as_markdown()
 
         # Two sessions side by side, each taking the next leaf partition when its own is done.
-        report = archive_destroyed_bodies(conn, first, policy, through=last, worker_sessions=db.SessionSpec(demo_db))
+        report = archive_destroyed_bodies(conn, first, policy, through=last, worker_sessions=db.SessionSpec(demo_db), now=NOW)
 
         assert report.log.moved == len(expected) and report.rows_remaining == 0 and report.conserved
         assert archived_as_live_text(conn, "updated_at >= %s AND updated_at < %s",
                                      (scope.lower, scope.upper)) == expected
         with pytest.raises(ValueError):
-            MonthScope.of(last, timedelta(days=30), through=first)
+            MonthScope.of(last, timedelta(days=30), NOW, through=first)
 
 
 def test_a_leaf_that_fits_one_batch_moves_in_one_statement_and_a_row_dropped_on_insert_rolls_it_back(new_database):
     load_demo(new_database, seed=5)
     with db.connect(new_database) as conn:
         month = destroyed_months(conn)[1]
-        scope = MonthScope.of(month, timedelta(days=30))
+        scope = MonthScope.of(month, timedelta(days=30), NOW)
         where = "is_destroyed AND updated_at >= %s AND updated_at < %s"
         expected = rows_as_text(conn, "celestial_bodies", where, (scope.lower, scope.upper))
         assert any(",comet," in row for row in expected)
@@ -149,7 +150,7 @@ def test_a_leaf_that_fits_one_batch_moves_in_one_statement_and_a_row_dropped_on_
         whole_leaves = ArchivePolicy(throttle=Throttle(batch_size=1_000_000), skip_locked=False)
 
         with pytest.raises(ArchiveMismatch, match="celestial_bodies_small: .* rows deleted but"):
-            archive_destroyed_bodies(conn, month, whole_leaves)
+            archive_destroyed_bodies(conn, month, whole_leaves, now=NOW)
         live = rows_as_text(conn, "celestial_bodies", where, (scope.lower, scope.upper))
         archived = archived_as_live_text(conn, "updated_at >= %s AND updated_at < %s", (scope.lower, scope.upper))
         assert sorted(live + archived) == sorted(expected) and any(",comet," in row for row in live)
@@ -158,7 +159,7 @@ def test_a_leaf_that_fits_one_batch_moves_in_one_statement_and_a_row_dropped_on_
         leaves_left = conn.execute("SELECT count(DISTINCT tableoid) FROM celestial_bodies WHERE " + where,
                                    (scope.lower, scope.upper)).fetchone()[0]
         conn.commit()
-        report = archive_destroyed_bodies(conn, month, whole_leaves)
+        report = archive_destroyed_bodies(conn, month, whole_leaves, now=NOW)
         assert report.log.batches == leaves_left and report.rows_remaining == 0 and report.conserved
         assert archived_as_live_text(conn, "updated_at >= %s AND updated_at < %s",
                                      (scope.lower, scope.upper)) == expected
@@ -168,7 +169,7 @@ def test_dense_due_rows_move_by_heap_page_ranges_and_a_row_changed_meanwhile_sta
     load_demo(new_database, seed=7)
     with db.connect(new_database) as conn:
         month = destroyed_months(conn)[1]
-        scope = MonthScope.of(month, timedelta(days=30))
+        scope = MonthScope.of(month, timedelta(days=30), NOW)
         # Every third small body destroyed in that month: due rows on every heap page.
         conn.execute("UPDATE celestial_bodies SET is_destroyed = true, updated_at = %s "
                      "WHERE body_type IN ('asteroid', 'comet', 'dust_cloud') AND id %% 3 = 0",
@@ -182,7 +183,7 @@ def test_dense_due_rows_move_by_heap_page_ranges_and_a_row_changed_meanwhile_sta
         pages = conn.execute("SELECT pg_relation_size('celestial_bodies_small') / 8192").fetchone()[0]
         conn.commit()
         ranged = ArchivePolicy(throttle=Throttle(batch_size=100), skip_locked=False)
-        plan = plan_archive(conn, month, ranged).as_markdown()
+        plan = plan_archive(conn, month, ranged, now=NOW).as_markdown()
         assert f"celestial_bodies_small: heap pages 0..{pages - 1} in ranges of" in plan
         assert "ctid >= " in plan and "SKIP LOCKED" not in plan
 
@@ -197,7 +198,7 @@ def test_dense_due_rows_move_by_heap_page_ranges_and_a_row_changed_meanwhile_sta
                 # The game commits half a second after the archive's first batch starts waiting.
                 timer = threading.Timer(0.5, game.commit)
                 timer.start()
-                report = archive_destroyed_bodies(archiver, month, ranged)
+                report = archive_destroyed_bodies(archiver, month, ranged, now=NOW)
                 timer.join()
 
         still_due = [row for row in expected if not row.startswith(f"({changed_id},")]
@@ -215,15 +216,15 @@ def test_dense_due_rows_move_by_heap_page_ranges_and_a_row_changed_meanwhile_sta
 def test_recently_destroyed_bodies_stay_live(demo_db):
     with db.connect(demo_db) as conn:
         recent = conn.execute(
-            "SELECT count(*) FROM celestial_bodies WHERE is_destroyed AND updated_at >= now() - interval '30 days'"
-        ).fetchone()[0]
+            "SELECT count(*) FROM celestial_bodies WHERE is_destroyed AND updated_at >= %s - interval '30 days'",
+            (NOW,)).fetchone()[0]
         conn.commit()
         assert recent > 0
         for month in destroyed_months(conn):
-            archive_destroyed_bodies(conn, month, ArchivePolicy(throttle=Throttle(batch_size=5000)))
+            archive_destroyed_bodies(conn, month, ArchivePolicy(throttle=Throttle(batch_size=5000)), now=NOW)
         left = conn.execute(
-            "SELECT count(*) FILTER (WHERE updated_at >= now() - interval '30 days'), count(*) "
-            "FROM celestial_bodies WHERE is_destroyed").fetchone()
+            "SELECT count(*) FILTER (WHERE updated_at >= %s - interval '30 days'), count(*) "
+            "FROM celestial_bodies WHERE is_destroyed", (NOW,)).fetchone()
         assert left[0] == recent and left[1] == recent
 
 
@@ -243,7 +244,7 @@ def test_unarchive_restores_rows_exactly(demo_db):
 
         assert rows_as_text(conn, "celestial_bodies", "id = ANY(%s)", (ids,)) == by_ids
         assert rows_as_text(conn, "celestial_bodies", "save_id = %s AND id <> ALL(%s) AND is_destroyed "
-                            "AND updated_at < now() - interval '30 days'", (save_id, ids)) == by_save
+                            "AND updated_at < %s - interval '30 days'", (save_id, ids, NOW)) == by_save
         left = conn.execute("SELECT count(*) FROM celestial_bodies_archive WHERE id = ANY(%s) OR save_id = %s",
                             (ids, save_id)).fetchone()[0]
         assert left == 0
@@ -280,9 +281,9 @@ def test_archive_lives_on_the_configured_tablespace(archive_tablespace_dir, new_
     with db.connect(new_database) as conn:
         month = destroyed_months(conn)[0]
         policy = ArchivePolicy(throttle=Throttle(batch_size=500), tablespace=archive_tablespace_dir)
-        plan = plan_archive(conn, month, policy)
+        plan = plan_archive(conn, month, policy, now=NOW)
         assert any("SET TABLESPACE" in a.statement for a in plan.actions)
-        report = archive_destroyed_bodies(conn, month, policy)
+        report = archive_destroyed_bodies(conn, month, policy, now=NOW)
         assert report.tablespace_moved and report.log.moved > 0 and report.conserved
         placed = conn.execute(
             "SELECT c.relname, t.spcname FROM pg_class c LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace "
@@ -290,7 +291,7 @@ def test_archive_lives_on_the_configured_tablespace(archive_tablespace_dir, new_
             "(SELECT indexrelid FROM pg_index WHERE indrelid = 'celestial_bodies_archive'::regclass)").fetchall()
         assert len(placed) == 4 and {ts for _, ts in placed} == {archive_tablespace_dir}
         conn.commit()
-        assert not archive_destroyed_bodies(conn, month, policy).tablespace_moved
+        assert not archive_destroyed_bodies(conn, month, policy, now=NOW).tablespace_moved
         # Leave the tablespace empty so the fixture can drop it.
         ensure_archive_tablespace(conn, "pg_default")
         assert archive_tablespace(conn) is None
@@ -304,9 +305,9 @@ def test_killed_archive_loses_nothing_and_the_rerun_finishes(new_database):
         conn.commit()
     month = max(months[:-2], key=lambda m: m)  # a month entirely older than 30 days
     with db.connect(new_database) as conn:
-        due = _due_in(conn, MonthScope.of(month, timedelta(days=30)))
+        due = _due_in(conn, MonthScope.of(month, timedelta(days=30), NOW))
     slow = ArchivePolicy(throttle=Throttle(batch_size=7, pause_s=0.005))
-    worker = KillableWorker(new_database, lambda c: archive_destroyed_bodies(c, month, slow)).start()
+    worker = KillableWorker(new_database, lambda c: archive_destroyed_bodies(c, month, slow, now=NOW)).start()
     worker.kill_when(new_database, "SELECT count(*) >= 21 FROM celestial_bodies_archive")
     assert isinstance(worker.error, psycopg.OperationalError)
 
@@ -319,7 +320,7 @@ def test_killed_archive_loses_nothing_and_the_rerun_finishes(new_database):
         assert 21 <= archived < due
         assert live + archived == total == distinct
 
-        report = archive_destroyed_bodies(conn, month, ArchivePolicy())
+        report = archive_destroyed_bodies(conn, month, ArchivePolicy(), now=NOW)
         assert report.log.moved == due - archived and report.rows_remaining == 0 and report.conserved
         live, archived = conn.execute("SELECT (SELECT count(*) FROM celestial_bodies), "
                                       "(SELECT count(*) FROM celestial_bodies_archive)").fetchone()
@@ -333,4 +334,4 @@ def test_second_worker_is_refused_while_one_runs(demo_db):
     with db.connect(demo_db) as holder, db.connect(demo_db) as conn:
         with maintenance_lock(holder, LOCK_SCOPE):
             with pytest.raises(MaintenanceLockBusy, match="did not do its work"):
-                archive_destroyed_bodies(conn, destroyed_months(conn)[0])
+                archive_destroyed_bodies(conn, destroyed_months(conn)[0], now=NOW)

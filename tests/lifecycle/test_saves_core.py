@@ -15,6 +15,7 @@ from cosmic_ops.lifecycle.saves import (
     CompressReport, SaveVerificationFailed, compress_batch, select_candidates, verify_packed_saves,
 )
 
+from ..clock import NOW
 from .helpers import SAVE_TABLES, KillableWorker, inactive_save_months, load_demo, rows_as_text
 
 # Values that trip naive serializers: NULLs next to empty strings, quotes, backslashes,
@@ -69,8 +70,8 @@ def _saves_with_rows_and_state(conn) -> int:
 def demo_db(bootstrapped_database):
     load_demo(bootstrapped_database, seed=3)
     with db.connect(bootstrapped_database) as conn:
-        tricky = conn.execute("SELECT id FROM game_saves WHERE NOT is_active AND updated_at < now() - interval "
-                              "'40 days' ORDER BY id LIMIT 1").fetchone()[0]
+        tricky = conn.execute("SELECT id FROM game_saves WHERE NOT is_active AND updated_at < %s - interval "
+                              "'40 days' ORDER BY id LIMIT 1", (NOW,)).fetchone()[0]
         for statement in (_TRICKY_BODY, _TRICKY_RESOURCE, _TRICKY_RESEARCH):
             conn.execute(statement, {"save": tricky})
         conn.commit()
@@ -81,7 +82,8 @@ def test_round_trip_restores_every_row_exactly(demo_db):
     with db.connect(demo_db) as conn:
         months = inactive_save_months(conn)
         due = [r[0] for r in conn.execute(
-            "SELECT id FROM game_saves WHERE NOT is_active AND updated_at < now() - interval '7 days' ORDER BY id")]
+            "SELECT id FROM game_saves WHERE NOT is_active AND updated_at < %s - interval '7 days' ORDER BY id",
+            (NOW,))]
         conn.commit()
         before = _save_rows(conn, due)
         assert all(before.values()) and any("Ke" in row for row in before["celestial_bodies"])
@@ -91,12 +93,12 @@ def test_round_trip_restores_every_row_exactly(demo_db):
         middle = months[len(months) // 2]
         pair = SavePolicy(throttle=Throttle(batch_size=4), workers=2)
         reports = [compress_inactive_saves(conn, months[0], pair, through=middle,
-                                           worker_sessions=db.SessionSpec(demo_db))]
+                                           worker_sessions=db.SessionSpec(demo_db), now=NOW)]
         assert reports[0].log.batches >= 2 * pair.workers
-        reports += [compress_inactive_saves(conn, m, pair, worker_sessions=db.SessionSpec(demo_db))
+        reports += [compress_inactive_saves(conn, m, pair, worker_sessions=db.SessionSpec(demo_db), now=NOW)
                     for m in months[::2] if m > middle]
         reports += [compress_inactive_saves(conn, months[0], SavePolicy(throttle=Throttle(batch_size=16)),
-                                            through=months[-1])]
+                                            through=months[-1], now=NOW)]
         assert sum(r.log.moved for r in reports) == len(due) == len(_packed_ids(conn))
         assert sum(r.rows_folded for r in reports) == sum(len(v) for v in before.values())
         assert all(not v for v in _save_rows(conn, due).values())
@@ -123,7 +125,7 @@ def test_round_trip_restores_every_row_exactly(demo_db):
 def test_rehydrate_is_the_callers_transaction(demo_db):
     with db.connect(demo_db) as conn:
         month = inactive_save_months(conn)[0]
-        compress_inactive_saves(conn, month, SavePolicy(codec=Codec("zlib", 9)))
+        compress_inactive_saves(conn, month, SavePolicy(codec=Codec("zlib", 9)), now=NOW)
         save_id = _packed_ids(conn)[0]
         info = conn.execute("SELECT compression_info FROM game_saves WHERE id = %s", (save_id,)).fetchone()[0]
         assert info["codec"] == "zlib" and info["level"] == 9
@@ -141,7 +143,7 @@ def test_rehydrate_is_the_callers_transaction(demo_db):
 def test_corrupt_pack_is_detected_and_rehydrate_changes_nothing(demo_db):
     with db.connect(demo_db) as conn:
         for month in inactive_save_months(conn):
-            compress_inactive_saves(conn, month)
+            compress_inactive_saves(conn, month, now=NOW)
         victim, other = _packed_ids(conn)[:2]
         state = bytes(conn.execute("SELECT compressed_state FROM game_saves WHERE id = %s", (other,)).fetchone()[0])
         # A different save's valid pack under this save's checksum: decompresses fine, checksum differs.
@@ -161,10 +163,10 @@ def test_a_table_changed_since_packing_is_refused_until_it_matches_again(new_dat
     load_demo(new_database, seed=29)
     with db.connect(new_database) as conn:
         month = inactive_save_months(conn)[0]
-        save_id = select_candidates(conn, MonthScope.of(month, timedelta(days=7)), 1)[0][0]
+        save_id = select_candidates(conn, MonthScope.of(month, timedelta(days=7), NOW), 1)[0][0]
         conn.commit()
         before = _save_rows(conn, [save_id])
-        compress_inactive_saves(conn, month, SavePolicy(workers=1))
+        compress_inactive_saves(conn, month, SavePolicy(workers=1), now=NOW)
         layouts = conn.execute("SELECT count(*) FROM cosmic_ops.save_layouts").fetchone()[0]
         conn.execute("ALTER TABLE save_resources ALTER COLUMN amount TYPE numeric(20,2)")
         conn.commit()
@@ -184,8 +186,9 @@ def test_a_table_changed_since_packing_is_refused_until_it_matches_again(new_dat
 def test_a_save_changed_after_selection_is_not_compressed(new_database):
     load_demo(new_database, seed=9)
     with db.connect(new_database) as conn, psycopg.connect(new_database) as game:
-        month = inactive_save_months(conn)[0]
-        scope = MonthScope.of(month, timedelta(days=7))
+        # The first month with four due saves: how many fall in the oldest month depends on the date.
+        scope = next(s for s in (MonthScope.of(m, timedelta(days=7), NOW) for m in inactive_save_months(conn))
+                     if len(select_candidates(conn, s, 4)) == 4)
         selected = select_candidates(conn, scope, 4)
         conn.commit()
         assert len(selected) == 4
@@ -194,7 +197,7 @@ def test_a_save_changed_after_selection_is_not_compressed(new_database):
 
         # The player came back (committed), and another game transaction is still writing.
         with psycopg.connect(new_database, autocommit=True) as other:
-            other.execute("UPDATE game_saves SET updated_at = now() - interval '8 days' WHERE id = %s", (touched,))
+            other.execute("UPDATE game_saves SET updated_at = %s - interval '8 days' WHERE id = %s", (NOW, touched))
         game.execute("UPDATE game_saves SET play_time_s = play_time_s + 1 WHERE id = %s", (held,))
 
         report = CompressReport(scope=scope, log=BatchLog(unit="saves"))
@@ -214,7 +217,7 @@ def _busiest_month_and_its_saves(conninfo: str):
                                       "date_trunc('month', updated_at AT TIME ZONE 'UTC')::date = %s",
                                       (m,)).fetchone()[0]) for m in months[:-1]), key=lambda x: x[1])[0]
         conn.commit()
-        due = [s[0] for s in select_candidates(conn, MonthScope.of(month, timedelta(days=7)))]
+        due = [s[0] for s in select_candidates(conn, MonthScope.of(month, timedelta(days=7), NOW))]
         conn.commit()
         return month, due, _save_rows(conn, due)
 
@@ -231,7 +234,7 @@ def _nothing_lost_and_the_rerun_finishes(conninfo: str, month, due: list[int], b
         conn.commit()
         assert folded + sum(len(v) for v in _save_rows(conn, due).values()) == sum(len(v) for v in before.values())
 
-        rerun = compress_inactive_saves(conn, month)
+        rerun = compress_inactive_saves(conn, month, now=NOW)
         assert rerun.log.moved == len(due) - len(packed) and rerun.saves_remaining == 0
         for save_id in due:
             rehydrate_save(conn, save_id)
@@ -243,7 +246,7 @@ def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
     load_demo(new_database, seed=13)
     month, due, before = _busiest_month_and_its_saves(new_database)
     slow = SavePolicy(throttle=Throttle(batch_size=1, pause_s=0.01))
-    worker = KillableWorker(new_database, lambda c: compress_inactive_saves(c, month, slow)).start()
+    worker = KillableWorker(new_database, lambda c: compress_inactive_saves(c, month, slow, now=NOW)).start()
     worker.kill_when(new_database, "SELECT count(*) >= 3 FROM game_saves WHERE compressed_state IS NOT NULL")
     assert isinstance(worker.error, psycopg.OperationalError)
     _nothing_lost_and_the_rerun_finishes(new_database, month, due, before)
@@ -255,7 +258,7 @@ def test_killed_worker_processes_lose_nothing_and_the_rerun_finishes(new_databas
     slow = SavePolicy(throttle=Throttle(batch_size=1, pause_s=0.05), workers=2)
     sessions = db.SessionSpec(new_database, application_name="cosmic_ops:test-pack-worker")
     worker = KillableWorker(new_database, lambda c: compress_inactive_saves(c, month, slow,
-                                                                           worker_sessions=sessions)).start()
+                                                                           worker_sessions=sessions, now=NOW)).start()
     with psycopg.connect(new_database, autocommit=True) as watcher:
         while worker.thread.is_alive() and not watcher.execute(
                 "SELECT count(*) >= 3 FROM game_saves WHERE compressed_state IS NOT NULL").fetchone()[0]:
@@ -276,7 +279,7 @@ def test_a_game_write_cannot_slip_in_while_a_batch_is_packed_and_a_failed_batch_
     load_demo(new_database, seed=19)
     with db.connect(new_database) as conn:
         month = inactive_save_months(conn)[0]
-        selected = select_candidates(conn, MonthScope.of(month, timedelta(days=7)), 2)
+        selected = select_candidates(conn, MonthScope.of(month, timedelta(days=7), NOW), 2)
         conn.commit()
         ids = [s[0] for s in selected]
         before = _save_rows(conn, ids)

@@ -9,6 +9,8 @@ from cosmic_ops.monitoring import (
     RelationNotFound, apply, partitioned_roots, plan_analyze, plan_markdown, plan_vacuum,
 )
 
+from ..clock import NOW
+
 from .helpers import create_int_range_table, make_dead_tuples
 
 
@@ -91,7 +93,7 @@ def test_a_waiting_run_proceeds_once_the_holder_finishes(database):
 def test_analyze_of_every_partitioned_root_fills_parent_statistics(database):
     with db.connect(database, autocommit=True) as conn:
         conn.execute("INSERT INTO event_logs (server_timestamp, player_id, event_type) "
-                     "SELECT now(), g, 'player_login' FROM generate_series(1, 50) g")
+                     "SELECT %s, g, 'player_login' FROM generate_series(1, 50) g", (NOW,))
         roots = partitioned_roots(conn)
         assert {("public", "event_logs"), ("public", "celestial_bodies"), ("public", "vac")} <= set(roots)
         assert ("public", "celestial_bodies_planets") not in roots

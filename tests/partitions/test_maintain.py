@@ -14,6 +14,8 @@ from cosmic_ops.partitions.catalog import indexes_of, storage_parameters
 from cosmic_ops.partitions.maintain import CreatePartition, SetStorage, index_matches
 from cosmic_ops.schema import EVENT_LOG_STORAGE
 
+from ..clock import NOW
+
 from .helpers import insert_events, row_fingerprint, rows_per_partition, tree_snapshot
 
 SEED_FUNCTION = open(__file__.replace("test_maintain.py", "seed_function.sql")).read()
@@ -40,7 +42,7 @@ def test_window_matches_the_seed_function_plus_storage(econn):
         econn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
     econn.commit()
 
-    result = ensure_months(econn, EVENT_LOGS_POLICY, EVENT_LOGS_POLICY.window())
+    result = ensure_months(econn, EVENT_LOGS_POLICY, EVENT_LOGS_POLICY.window(NOW))
     assert len(seed_ranges) == 7 and len(result.created) == 7
     assert _ranges(econn) == seed_ranges
     partitions = [p for p in list_partitions(econn, "event_logs") if not p.is_default]
@@ -58,7 +60,7 @@ def test_window_matches_the_seed_function_plus_storage(econn):
 
 
 def test_second_run_changes_nothing(econn):
-    months = EVENT_LOGS_POLICY.window()
+    months = EVENT_LOGS_POLICY.window(NOW)
     first = ensure_months(econn, EVENT_LOGS_POLICY, months)
     before = tree_snapshot(econn)
     second = ensure_months(econn, EVENT_LOGS_POLICY, months)

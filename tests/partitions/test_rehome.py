@@ -7,6 +7,8 @@ from datetime import date
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months, rehome_default_rows
 from cosmic_ops.partitions.state import check_default_empty
 
+from ..clock import NOW
+
 from .helpers import insert_events, row_fingerprint, rows_per_partition, tree_snapshot
 
 FAR = ("1999-01-15 08:00+00", "1999-01-31 23:00+00", "2031-07-04 12:00+00", "2010-03-01 00:00+00",
@@ -51,6 +53,6 @@ def test_rehome_dry_run_changes_nothing(econn):
 
 def test_rows_in_default_do_not_stop_other_months(econn):
     insert_events(econn, *FAR)
-    created = ensure_months(econn, EVENT_LOGS_POLICY, EVENT_LOGS_POLICY.window()).created
+    created = ensure_months(econn, EVENT_LOGS_POLICY, EVENT_LOGS_POLICY.window(NOW)).created
     assert len(created) == 7
     assert rows_per_partition(econn)["event_logs_default"] == 4

@@ -10,6 +10,8 @@ from cosmic_ops.partitions.catalog import indexes_of, storage_parameters
 from cosmic_ops.partitions.maintain import index_matches
 from cosmic_ops.partitions.state import check_contiguous, check_indexes_and_storage, check_month_pruning, check_months_exist
 
+from ..clock import NOW
+
 from .helpers import rows_per_partition, tree_snapshot
 
 MEASUREMENT = PartitionPolicy.from_mapping({
@@ -31,7 +33,7 @@ def test_measurement_by_date(econn):
     count_before = econn.execute("SELECT count(*), sum(unitsales) FROM measurement").fetchone()
     econn.commit()
 
-    result = ensure_months(econn, MEASUREMENT, MEASUREMENT.window())
+    result = ensure_months(econn, MEASUREMENT, MEASUREMENT.window(NOW))
     assert len(result.created) == 4
     assert rehome_default_rows(econn, MEASUREMENT).created == ["measurement_2006_02", "measurement_2006_03",
                                                                "measurement_2006_04"]
@@ -46,11 +48,11 @@ def test_measurement_by_date(econn):
         assert all(any(index_matches(i, s) for i in indexes[p.oid]) for s in MEASUREMENT.indexes)
         assert storage[p.oid] == {"autovacuum_vacuum_scale_factor": "0.1", "fillfactor": "90"}
     assert check_indexes_and_storage(econn, MEASUREMENT).passed
-    assert check_months_exist(econn, MEASUREMENT).passed
+    assert check_months_exist(econn, MEASUREMENT, now=NOW).passed
     assert check_month_pruning(econn, MEASUREMENT, date(2006, 3, 1)).passed
     econn.commit()
     before = tree_snapshot(econn)
-    assert not ensure_months(econn, MEASUREMENT, MEASUREMENT.window()).changed
+    assert not ensure_months(econn, MEASUREMENT, MEASUREMENT.window(NOW)).changed
     assert tree_snapshot(econn) == before
 
 

@@ -17,14 +17,16 @@ from cosmic_ops.partitions.state import (
     describe_month,
 )
 
+from ..clock import NOW
+
 from .helpers import insert_events
 
 POLICY = EVENT_LOGS_POLICY
 
 
 def _maintained(conn):
-    ensure_months(conn, POLICY, POLICY.window())
-    return POLICY.current_month()
+    ensure_months(conn, POLICY, POLICY.window(NOW))
+    return POLICY.current_month(NOW)
 
 
 def _detach(conn, month):
@@ -34,8 +36,8 @@ def _detach(conn, month):
 
 
 def _all_pass(conn, month):
-    outcomes = [check_months_exist(conn, POLICY), check_default_empty(conn, POLICY),
-                check_indexes_and_storage(conn, POLICY), check_contiguous(conn, POLICY),
+    outcomes = [check_months_exist(conn, POLICY, now=NOW), check_default_empty(conn, POLICY),
+                check_indexes_and_storage(conn, POLICY), check_contiguous(conn, POLICY, now=NOW),
                 check_month_pruning(conn, POLICY, month)]
     conn.commit()
     return [o.description for o in outcomes if not o.passed]
@@ -48,9 +50,9 @@ def test_all_checks_pass_on_a_maintained_database(econn):
 
 def test_missing_future_month_is_named(econn):
     _maintained(econn)
-    nxt = POLICY.premake_months()[1]
+    nxt = POLICY.premake_months(NOW)[1]
     _detach(econn, nxt)
-    outcome = check_months_exist(econn, POLICY)
+    outcome = check_months_exist(econn, POLICY, now=NOW)
     assert not outcome.passed and outcome.metadata["missing_months"] == [f"{nxt:%Y-%m}"]
     assert f"no partition for {nxt:%Y-%m}" in outcome.description
 
@@ -79,7 +81,7 @@ def test_missing_storage_and_index_are_named(econn):
 def test_gap_is_named_with_both_neighbours(econn):
     month = _maintained(econn)
     _detach(econn, month)
-    outcome = check_contiguous(econn, POLICY)
+    outcome = check_contiguous(econn, POLICY, now=NOW)
     assert not outcome.passed
     assert outcome.description.startswith("gap between event_logs_")
     assert f"[{month:%Y-%m}-01 00:00:00+00:00" in outcome.description
@@ -89,7 +91,7 @@ def test_a_partition_that_is_not_one_month_is_named(econn):
     econn.execute("CREATE TABLE event_logs_odd PARTITION OF event_logs "
                   "FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-01-15 00:00+00')")
     econn.commit()
-    outcome = check_contiguous(econn, POLICY)
+    outcome = check_contiguous(econn, POLICY, now=NOW)
     assert not outcome.passed and "event_logs_odd" in outcome.description and "not exactly one month" in outcome.description
 
 
