@@ -5,7 +5,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ..lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, parse_age, rehydrate_save
+from ..lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, parse_age, rehydrate_saves
 from ..lifecycle.saves import (
     DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, DEFAULT_WORKERS, sample_packed_saves, saves_with_rows_and_state,
     select_candidates, verify_packed_saves,
@@ -120,18 +120,20 @@ class RehydrateConfig(dg.Config):
 # the save row lock (FOR UPDATE) is all the coordination a rehydration needs.
 @dg.op
 def rehydrate_saves_op(context: dg.OpExecutionContext, config: RehydrateConfig, postgres: PostgresResource) -> int:
-    restored_rows = 0
     with postgres.connect(purpose="rehydrate") as conn:
-        for save_id in config.save_ids:
-            restored = rehydrate_save(conn, save_id)
-            conn.commit()
-            restored_rows += sum(restored.values())
-            context.log.info("save %d rehydrated: %s", save_id, restored)
-    context.add_output_metadata({"saves": len(config.save_ids), "rows_restored": restored_rows})
-    return restored_rows
+        report = rehydrate_saves(conn, config.save_ids, progress=context.log.info)
+    context.add_output_metadata({
+        "saves": len(config.save_ids),
+        "rehydrated": len(report.restored),
+        "already_live": dg.MetadataValue.json(report.already_live),
+        "rows_restored": report.rows_restored,
+    })
+    return report.rows_restored
 
 
-@dg.job(name="rehydrate_saves", description="Restore packed saves row for row and clear their compressed state.")
+@dg.job(name="rehydrate_saves", description="Restore packed saves row for row and clear their compressed state; "
+                                            "saves already live (e.g. restored by a killed run) are skipped and "
+                                            "listed in the metadata.")
 def rehydrate_job():
     rehydrate_saves_op()
 

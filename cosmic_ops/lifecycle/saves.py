@@ -57,6 +57,10 @@ class SaveVerificationFailed(RuntimeError):
     """A packed save did not unpack to what was read: nothing was changed."""
 
 
+class SaveNotCompressed(ValueError):
+    """The save holds no compressed state: its rows are live (never packed, or already rehydrated)."""
+
+
 @dataclass(frozen=True)
 class Codec:
     name: str = "zstd"
@@ -457,7 +461,7 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
             raise LookupError(f"save {save_id} does not exist")
         state, info = found
         if state is None:
-            raise ValueError(f"save {save_id} is not compressed")
+            raise SaveNotCompressed(f"save {save_id} is not compressed")
         document = _verify(info["codec"], bytes(state), info, layout_of=_registered_layouts(conn))
         restore = _restore_binary if info.get("format") == DOCUMENT_FORMAT else _restore_text
         restored = {table: restore(conn, save_id, table, document["tables"][table]) for table in SAVE_TABLES}
@@ -465,6 +469,39 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
             sql.SQL("UPDATE {} SET compressed_state = NULL, compression_info = NULL, compressed_at = NULL "
                     "WHERE id = %s").format(sql.Identifier(SAVES_TABLE)), (save_id,))
     return restored
+
+
+@dataclass
+class RehydrateReport:
+    restored: dict[int, dict[str, int]]  # save id -> rows restored per table
+    already_live: list[int]
+
+    @property
+    def rows_restored(self) -> int:
+        return sum(sum(rows.values()) for rows in self.restored.values())
+
+
+def rehydrate_saves(conn: psycopg.Connection, save_ids: Iterable[int],
+                    progress: ProgressCallback | None = None) -> RehydrateReport:
+    """Rehydrate each save in its own committed transaction; saves already live are skipped.
+
+    A run killed midway committed the saves before the kill, so its rerun with the same
+    ids skips those (``already_live``) and restores the rest.
+    """
+    report = RehydrateReport(restored={}, already_live=[])
+    for save_id in save_ids:
+        try:
+            report.restored[save_id] = rehydrate_save(conn, save_id)
+        except SaveNotCompressed:
+            conn.rollback()
+            report.already_live.append(save_id)
+            if progress:
+                progress(f"save {save_id} is live already (not compressed): skipped")
+            continue
+        conn.commit()
+        if progress:
+            progress(f"save {save_id} rehydrated: {report.restored[save_id]}")
+    return report
 
 
 def _registered_layouts(conn: psycopg.Connection) -> savecopy.LayoutResolver:
