@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +38,7 @@ from psycopg import sql
 from ..db import SessionSpec, compress_wal, compressed_wal, end_read, maintenance_lock
 from . import columnar, savecopy
 from .archive import table_columns
+from .parentwatch import exit_with_parent
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 SAVES_TABLE = "game_saves"
@@ -359,7 +361,8 @@ def _compress_one_session(conn: psycopg.Connection, scope: MonthScope, policy: S
 _worker_session: psycopg.Connection | None = None
 
 
-def _open_worker_session(sessions: SessionSpec) -> None:
+def _open_worker_session(sessions: SessionSpec, parent_pid: int) -> None:
+    exit_with_parent(parent_pid)
     global _worker_session
     _worker_session = sessions.connect()
     compress_wal(_worker_session)  # the session is the worker's own, closed with it
@@ -392,7 +395,7 @@ def _compress_in_processes(sessions: SessionSpec, batches: list[list[tuple[int, 
     take turns on the interpreter lock while the server waits.
     """
     pool = ProcessPoolExecutor(max_workers=policy.workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_open_worker_session, initargs=(sessions,))
+                               initializer=_open_worker_session, initargs=(sessions, os.getpid()))
     try:
         pending = [pool.submit(_pack_in_worker, batch, scope, policy) for batch in batches]
         for future in as_completed(pending):
