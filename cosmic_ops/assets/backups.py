@@ -53,6 +53,8 @@ def _verification_metadata(v: Verification) -> dict:
         metadata["row_checksum_restored"] = v.row_checksum
     if v.note:
         metadata["note"] = v.note
+    if v.stale_scratch_dropped:
+        metadata["stale_scratch_dropped"] = dg.MetadataValue.json(v.stale_scratch_dropped)
     if v.error:
         metadata["error"] = v.error
     if v.mismatches:

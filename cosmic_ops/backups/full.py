@@ -108,7 +108,8 @@ def verify_full_backup(
         entries = toc_entries(client, generation.file)
         outcome["toc_entries"] = len(entries)
         with scratch_database(conninfo) as scratch:
-            outcome.update(method=scratch.method, scratch=scratch.name)
+            outcome.update(method=scratch.method, scratch=scratch.name,
+                           stale_scratch_dropped=list(scratch.stale_dropped))
             restore_toc(client, generation.file, scratch.conninfo, entries,
                         what=f"verification of full backup {generation.name}", jobs=jobs)
             with db.connect(scratch.conninfo) as restored:

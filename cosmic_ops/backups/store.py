@@ -135,6 +135,7 @@ class Verification:
     error: Optional[str] = None
     note: Optional[str] = None
     seconds: float = 0.0
+    stale_scratch_dropped: list[str] = field(default_factory=list)  # killed runs' scratch databases
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
