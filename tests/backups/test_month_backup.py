@@ -106,6 +106,19 @@ def test_generations_are_kept_by_count(seeded, tmp_path):
     assert kept == [names[2], names[1]]
 
 
+@pytest.mark.parametrize("keep", [0, -1])
+def test_keeping_no_generation_is_refused_before_dumping(seeded, tmp_path, keep):
+    from cosmic_ops.backups import PolicyError, full_backup
+
+    with db.connect(seeded) as conn:
+        store, client = store_and_client(tmp_path, conn)
+        with pytest.raises(PolicyError, match="keep_generations"):
+            backup_month(conn, store, client, conninfo=seeded, month=JAN, keep_generations=keep)
+        with pytest.raises(PolicyError, match="keep_generations"):
+            full_backup(conn, store, client, conninfo=seeded, keep_generations=keep)
+    assert not store.root.exists()
+
+
 def test_month_without_partition_is_an_error(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
