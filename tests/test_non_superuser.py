@@ -45,6 +45,7 @@ def test_owner_role_runs_the_maintenance_assets(owner_database, tmp_path):
     with db.connect(owner_database) as conn:
         assert conn.execute("SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"
                             ).fetchone()[0] is False
+    (tmp_path / "backups").mkdir()
     resources = {"postgres": PostgresResource(database_url=owner_database),
                  "backup_store": BackupStoreResource(root=str(tmp_path / "backups"))}
     instance = dg.DagsterInstance.ephemeral()

@@ -165,15 +165,16 @@ def test_retires_into_archive_schema(months, tmp_path):
     month = date(2025, 6, 1)
     original = month_rows(db.connect(months), month)
     _backed_up(months, store, client, month)
-    policy = RetentionPolicy(action="archive-schema", archive_schema="old logs")
+    # Mixed case: a plain identifier that still needs quoting to keep its case.
+    policy = RetentionPolicy(action="archive-schema", archive_schema="Old_Logs")
     result = _retire(months, store, month, policy=policy)
-    assert result.archived_as == "old logs.event_logs_2025_06"
+    assert result.archived_as == "Old_Logs.event_logs_2025_06"
     with db.connect(months) as conn:
         archived = conn.execute(
             'SELECT id, server_timestamp, player_id, event_type, payload, server_region '
-            'FROM "old logs".event_logs_2025_06 ORDER BY id').fetchall()
+            'FROM "Old_Logs".event_logs_2025_06 ORDER BY id').fetchall()
         relispartition = conn.execute(
-            "SELECT relispartition FROM pg_class WHERE oid = '\"old logs\".event_logs_2025_06'::regclass"
+            "SELECT relispartition FROM pg_class WHERE oid = '\"Old_Logs\".event_logs_2025_06'::regclass"
         ).fetchone()[0]
     assert archived == original and relispartition is False
     assert month_rows(db.connect(months), month) == []

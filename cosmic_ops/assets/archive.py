@@ -1,7 +1,7 @@
 """``destroyed_bodies_archive``: monthly archive of destroyed bodies, its check, un-archive job, nightly schedule."""
 
 from datetime import date, datetime, timedelta
-from typing import Optional
+from typing import Annotated, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -10,26 +10,29 @@ from ..lifecycle import ArchivePolicy, Throttle, archive_destroyed_bodies, parse
 from ..lifecycle.archive import DEFAULT_THROTTLE
 from ..resources import PostgresResource
 from ..timeutil import add_months
-from .common import LIFECYCLE_ASSET_ARGS, MAINTENANCE_POOL, MONTHLY, as_of_tags, run_clock
+from .common import (
+    LIFECYCLE_ASSET_ARGS, MAINTENANCE_POOL, MONTHLY, PlainIdentifier, as_of_tags, parsed_by, run_clock,
+)
 
 ASSET_KEY = "destroyed_bodies_archive"
 CONSERVED_CHECK = "live_plus_archived_conserved"
 
 
 class ArchiveConfig(dg.Config):
-    older_than: str = Field(default="30 days", description="archive bodies destroyed longer ago than this (with unit)")
-    batch_size: int = Field(default=DEFAULT_THROTTLE.batch_size, description="rows per committed batch")
-    pause_s: float = Field(default=DEFAULT_THROTTLE.pause_s, description="pause between batches, seconds")
-    max_rows_per_s: Optional[float] = Field(default=DEFAULT_THROTTLE.max_rows_per_s,
+    older_than: Annotated[str, parsed_by(parse_age)] = Field(
+        default="30 days", description="archive bodies destroyed longer ago than this (with unit)")
+    batch_size: int = Field(default=DEFAULT_THROTTLE.batch_size, ge=1, description="rows per committed batch")
+    pause_s: float = Field(default=DEFAULT_THROTTLE.pause_s, ge=0, description="pause between batches, seconds")
+    max_rows_per_s: Optional[float] = Field(default=DEFAULT_THROTTLE.max_rows_per_s, gt=0,
                                             description="cap on rows moved per second; unset: no cap")
-    sleep_coef: Optional[float] = Field(default=DEFAULT_THROTTLE.sleep_coef,
+    sleep_coef: Optional[float] = Field(default=DEFAULT_THROTTLE.sleep_coef, ge=0,
                                         description="pause this many times as long as each batch took "
                                                     "(pt-archiver's --sleep-coef; 1.0: busy at most half the time)")
-    tablespace: Optional[str] = Field(default=None, description="tablespace the archive must live on")
+    tablespace: Optional[PlainIdentifier] = Field(default=None, description="tablespace the archive must live on")
     skip_locked: bool = Field(default=ArchivePolicy.skip_locked,
                               description="lock candidates and skip rows a game transaction holds (never wait); "
                                           "off: about a third faster, may wait up to lock_timeout")
-    workers: int = Field(default=ArchivePolicy.workers,
+    workers: int = Field(default=ArchivePolicy.workers, ge=1, le=64,
                          description="sessions moving different leaf partitions side by side, each paced as above")
     dry_run: bool = Field(default=False, description="report the plan, change nothing")
 
@@ -128,7 +131,7 @@ destroyed_bodies_archive_nightly = nightly_schedule(
 class UnarchiveConfig(dg.Config):
     body_ids: list[int] = Field(default_factory=list, description="ids of archived bodies to restore")
     save_id: Optional[int] = Field(default=None, description="restore every archived body of this save")
-    batch_size: int = DEFAULT_THROTTLE.batch_size
+    batch_size: int = Field(default=DEFAULT_THROTTLE.batch_size, ge=1, description="rows per committed batch")
 
 
 @dg.op(pool=MAINTENANCE_POOL)

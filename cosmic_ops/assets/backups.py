@@ -4,9 +4,10 @@ and the schedules. Each piece reads config/resources and calls one core function
 
 
 from datetime import date
-from typing import Optional
+from typing import Annotated, Optional
 
 import dagster as dg
+from pydantic import Field
 
 from ..backups import (
     BackupStoreError, NoPartitionToBackUp, PgClientNotFound, PgToolFailed, PolicyError, RestoreRefused,
@@ -17,7 +18,7 @@ from ..backups.store import Generation
 from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
 from ..timeutil import add_months, month_start
-from .common import MAINTENANCE_POOL, MONTHLY, as_of_tags, month_of
+from .common import MAINTENANCE_POOL, MONTHLY, PlainIdentifier, as_of_tags, month_of, parsed_by
 
 GROUP = "backups"
 EVENT_LOG_PARTITIONS = dg.AssetKey("event_log_partitions")
@@ -53,6 +54,8 @@ def _verification_metadata(v: Verification) -> dict:
         metadata["row_checksum_restored"] = v.row_checksum
     if v.note:
         metadata["note"] = v.note
+    if v.stale_scratch_dropped:
+        metadata["stale_scratch_dropped"] = dg.MetadataValue.json(v.stale_scratch_dropped)
     if v.error:
         metadata["error"] = v.error
     if v.mismatches:
@@ -64,8 +67,13 @@ def _verification_metadata(v: Verification) -> dict:
 # per-month backups
 
 
+def _keep_generations():
+    return Field(default=RetentionPolicy().keep_generations, ge=1,
+                 description="backups kept (of the month, or full); the newest verified one is always kept too")
+
+
 class MonthBackupConfig(dg.Config):
-    keep_generations: int = RetentionPolicy().keep_generations
+    keep_generations: int = _keep_generations()
 
 
 @dg.asset(
@@ -131,8 +139,8 @@ def backup_restores_with_equal_rows(
 
 
 class FullBackupConfig(dg.Config):
-    jobs: int = 2
-    keep_generations: int = RetentionPolicy().keep_generations
+    jobs: int = Field(default=2, ge=1, le=64, description="pg_dump --jobs: tables dumped side by side")
+    keep_generations: int = _keep_generations()
 
 
 @dg.asset(
@@ -219,22 +227,22 @@ def pitr_readiness_check(postgres: PostgresResource) -> dg.AssetCheckResult:
 # restore of a month
 
 
-class RestoreEventLogMonthConfig(dg.Config):
-    """``month``: ``YYYY-MM`` or ``YYYY-MM-01``. ``target``: ``partition`` re-attaches the
-    month; anything else is the name of a new standalone table (in ``schema_name``,
-    default the partition's schema)."""
-
-    month: str
-    target: str = "partition"
-    schema_name: Optional[str] = None
-
-
 def parse_month(text: str) -> date:
     text = text.strip()
     try:
         return month_start(date.fromisoformat(text if len(text) > 7 else f"{text}-01"))
     except ValueError:
-        raise dg.Failure(description=f"month {text!r} is not YYYY-MM or YYYY-MM-01") from None
+        raise PolicyError(f"month {text!r} is not YYYY-MM or YYYY-MM-01") from None
+
+
+class RestoreEventLogMonthConfig(dg.Config):
+    """``month``: ``YYYY-MM`` or ``YYYY-MM-01``. ``target``: ``partition`` re-attaches the
+    month; anything else is the name of a new standalone table (in ``schema_name``,
+    default the partition's schema)."""
+
+    month: Annotated[str, parsed_by(parse_month)]
+    target: PlainIdentifier = "partition"
+    schema_name: Optional[PlainIdentifier] = None
 
 
 @dg.op(name="restore_event_log_month_op", pool=MAINTENANCE_POOL,

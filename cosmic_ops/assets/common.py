@@ -1,11 +1,17 @@
-"""What every domain's assets share: the monthly partitions and the maintenance pool."""
+"""What every domain's assets share: the monthly partitions, the maintenance pool, and the
+types that validate config values when a run's config is loaded."""
 
 from __future__ import annotations
 
 import os
 from datetime import date, datetime, timezone
+from typing import Annotated, Any, Callable
 
 import dagster as dg
+from pydantic import AfterValidator, ValidationInfo
+
+from ..partitions.policy import plain_identifier
+from ..units import PolicyError
 
 # First month Dagster shows; the demo data reaches 15 months back.
 FIRST_MONTH_ENV = "COSMIC_OPS_FIRST_MONTH"
@@ -71,3 +77,29 @@ LIFECYCLE_ASSET_ARGS = dict(
     group_name="lifecycle",
     kinds={"postgres"},
 )
+
+
+# ---------------------------------------------------------------------------
+# Config values checked when Dagster builds a run's Config, before the op body runs
+# (a bad value fails the step with pydantic's error, which names the field). Numbers
+# carry their bounds as pydantic ``Field(ge=...)``; values Dagster's own config types
+# cannot express go through these.
+
+
+def _plain_identifier(value: str, info: ValidationInfo) -> str:
+    return plain_identifier(value, what=info.field_name)
+
+
+# A schema, table or tablespace name: a plain SQL identifier, as partition policies require.
+PlainIdentifier = Annotated[str, AfterValidator(_plain_identifier)]
+
+
+def parsed_by(parse: Callable[[Any], Any]) -> AfterValidator:
+    """Check a text value with one of the policy parsers (durations, months, ...); the error names the field."""
+    def check(value: Any, info: ValidationInfo) -> Any:
+        try:
+            parse(value)
+        except PolicyError as exc:
+            raise ValueError(f"{info.field_name}: {exc}") from None
+        return value
+    return AfterValidator(check)

@@ -55,10 +55,10 @@ if MONTHLY.end_offset != POLICY.premake + 1:
 
 
 class LockSettings(dg.Config):
-    lock_timeout_ms: int = Field(default=2000, description="lock_timeout of each DDL attempt")
-    lock_attempts: int = Field(default=5, description="attempts before failing with nothing changed")
+    lock_timeout_ms: int = Field(default=2000, ge=1, description="lock_timeout of each DDL attempt")
+    lock_attempts: int = Field(default=5, ge=1, description="attempts before failing with nothing changed")
     maintenance_lock_wait_s: float = Field(
-        default=0.0, description="how long to wait for another run's maintenance lock before failing")
+        default=0.0, ge=0, description="how long to wait for another run's maintenance lock before failing")
 
     def retry(self) -> RetryPolicy:
         return RetryPolicy(lock_timeout_ms=self.lock_timeout_ms, attempts=self.lock_attempts)
@@ -239,7 +239,7 @@ def event_log_partitions_daily_schedule(context: dg.ScheduleEvaluationContext) -
 
 
 class RehomeConfig(LockSettings):
-    max_months: int = Field(default=24, description="months moved per run (one transaction each)")
+    max_months: int = Field(default=24, ge=1, description="months moved per run (one transaction each)")
     dry_run: bool = False
 
 

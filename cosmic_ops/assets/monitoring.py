@@ -13,7 +13,7 @@ advisory lock of the table (``db.maintenance_lock``).
 """
 
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -26,7 +26,7 @@ from ..backups.policy import RetentionPolicy
 from ..partitions.catalog import partition_for_month
 from ..resources import PostgresResource
 from ..retention import attached_past_retention
-from .common import MAINTENANCE_POOL, MONTHLY, month_of, run_clock
+from .common import MAINTENANCE_POOL, MONTHLY, PlainIdentifier, month_of, parsed_by, run_clock
 
 GROUP = "monitoring"
 POLICY = monitoring.load_policy()
@@ -113,7 +113,7 @@ def partition_counts(context: dg.AssetExecutionContext, postgres: PostgresResour
 
 class MaintenanceRunConfig(dg.Config):
     dry_run: bool = Field(default=False, description="show the plan as metadata, change nothing")
-    lock_wait: str = Field(
+    lock_wait: Annotated[str, parsed_by(monitoring.parse_duration)] = Field(
         default="0 s", description="how long to wait for another maintenance run's lock, e.g. '10 min'")
 
 
@@ -122,9 +122,10 @@ class VacuumConfig(MaintenanceRunConfig):
 
 
 class VacuumPartitionsConfig(MaintenanceRunConfig):
-    schema_name: str = "public"
-    tables: list[str] = Field(description="leaf tables of schema_name to maintain")
-    mode: str = Field(default="vacuum_analyze", description="vacuum_analyze | vacuum | analyze")
+    schema_name: PlainIdentifier = "public"
+    tables: list[PlainIdentifier] = Field(min_length=1, description="leaf tables of schema_name to maintain")
+    mode: Literal[monitoring.maintenance.KINDS] = Field(default="vacuum_analyze",
+                                                        description="vacuum_analyze | vacuum | analyze")
 
 
 def run_maintenance(
@@ -171,8 +172,6 @@ def _results_metadata(results: Sequence[ActionResult]) -> dict[str, Any]:
 @dg.op(name=VACUUM_OP, pool=MAINTENANCE_POOL, description="VACUUM/ANALYZE of named leaf tables")
 def vacuum_partitions(context: dg.OpExecutionContext, config: VacuumPartitionsConfig,
                       postgres: PostgresResource) -> dg.Output[None]:
-    if config.mode not in monitoring.maintenance.KINDS:
-        raise dg.Failure(f"mode {config.mode!r} is not one of {list(monitoring.maintenance.KINDS)}")
     relations = [(config.schema_name, table) for table in config.tables]
 
     def plan(conn: psycopg.Connection) -> list[MaintenanceAction]:

@@ -3,26 +3,32 @@ verified backup; the monthly retirement job backs the month up and verifies it
 first, so lineage reads partition -> backup -> retention for each month."""
 
 
+from typing import Annotated, Literal
 
 import dagster as dg
+from pydantic import Field
 
-from ..backups import PolicyError, RetentionPolicy
+from ..backups import PolicyError, RetentionPolicy, parse_retention_months
+from ..backups.policy import RETIRE_ACTIONS
 from ..db import LockRetriesExhausted, MaintenanceLockBusy
 from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
 from ..retention import RetentionRefused, RetirementPlan, retire_month
 from ..timeutil import add_months, month_start
 from .backups import event_log_backups
-from .common import MAINTENANCE_POOL, MONTHLY, as_of_tags, month_of, run_clock
+from .common import MAINTENANCE_POOL, MONTHLY, PlainIdentifier, as_of_tags, month_of, parsed_by, run_clock
 
 _DEFAULT_POLICY = RetentionPolicy()
 
 
 class RetentionConfig(dg.Config):
     dry_run: bool = False
-    retention: str = _DEFAULT_POLICY.retention
-    action: str = _DEFAULT_POLICY.action
-    archive_schema: str = _DEFAULT_POLICY.archive_schema
+    retention: Annotated[str, parsed_by(parse_retention_months)] = Field(
+        default=_DEFAULT_POLICY.retention, description="months kept attached, with unit (e.g. \"12 months\")")
+    action: Literal[RETIRE_ACTIONS] = Field(default=_DEFAULT_POLICY.action,
+                                            description="drop the month, or move it to archive_schema")
+    archive_schema: PlainIdentifier = Field(default=_DEFAULT_POLICY.archive_schema,
+                                            description="schema retired months move to (action archive-schema)")
 
 
 @dg.asset(

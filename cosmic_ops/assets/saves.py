@@ -1,35 +1,42 @@
 """``compressed_saves``: monthly packing of inactive saves, its checks, the rehydrate job, nightly schedule."""
 
-from typing import Optional
+from typing import Annotated, Literal, Optional
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ..lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, parse_age, rehydrate_save
+from ..lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, parse_age, rehydrate_saves
 from ..lifecycle.saves import (
-    DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, DEFAULT_WORKERS, sample_packed_saves, saves_with_rows_and_state,
+    CODECS, DEFAULT_CODEC, DEFAULT_SAVES_PER_BATCH, DEFAULT_WORKERS, sample_packed_saves, saves_with_rows_and_state,
     select_candidates, verify_packed_saves,
 )
 from ..lifecycle.policy import MonthScope
 from ..resources import PostgresResource
 from .archive import nightly_schedule, partition_months
-from .common import LIFECYCLE_ASSET_ARGS, MONTHLY, run_clock
+from .common import LIFECYCLE_ASSET_ARGS, MONTHLY, parsed_by, run_clock
 
 ASSET_KEY = "compressed_saves"
 CHECKSUM_SAMPLE = 50
 
 
 class CompressConfig(dg.Config):
-    inactive_for: str = Field(default="7 days", description="pack saves untouched for longer than this (with unit)")
-    codec: str = Field(default=DEFAULT_CODEC.name, description="zstd or zlib")
-    level: int = Field(default=DEFAULT_CODEC.level, description="compression level of the codec")
-    saves_per_batch: int = Field(default=DEFAULT_SAVES_PER_BATCH, description="saves packed per transaction")
-    pause_s: float = Field(default=0.0, description="pause between batches, seconds")
-    sleep_coef: Optional[float] = Field(default=None, description="pause this many times as long as each batch "
-                                                                  "took (1.0: busy at most half the time)")
-    workers: int = Field(default=DEFAULT_WORKERS,
+    inactive_for: Annotated[str, parsed_by(parse_age)] = Field(
+        default="7 days", description="pack saves untouched for longer than this (with unit)")
+    codec: Literal[CODECS] = Field(default=DEFAULT_CODEC.name, description="zstd or zlib")
+    level: int = Field(default=DEFAULT_CODEC.level, ge=1, le=22,
+                       description="compression level of the codec (zstd 1-22, zlib 1-9)")
+    saves_per_batch: int = Field(default=DEFAULT_SAVES_PER_BATCH, ge=1, description="saves packed per transaction")
+    pause_s: float = Field(default=0.0, ge=0, description="pause between batches, seconds")
+    sleep_coef: Optional[float] = Field(default=None, ge=0, description="pause this many times as long as each "
+                                                                        "batch took (1.0: busy at most half the time)")
+    workers: int = Field(default=DEFAULT_WORKERS, ge=1, le=64,
                          description="worker processes packing batches side by side, each with its own session")
     dry_run: bool = Field(default=False, description="report the saves that would be packed, change nothing")
+
+    @model_validator(mode="after")
+    def _level_fits_the_codec(self) -> "CompressConfig":
+        Codec(self.codec, self.level)
+        return self
 
     def policy(self) -> SavePolicy:
         return SavePolicy(inactive_for=parse_age(self.inactive_for), codec=Codec(self.codec, self.level),
@@ -114,25 +121,28 @@ compressed_saves_nightly = nightly_schedule(
 
 
 class RehydrateConfig(dg.Config):
-    save_ids: list[int] = Field(description="saves to unpack (their players came back)")
+    save_ids: list[int] = Field(min_length=1, description="saves to unpack (their players came back); saves "
+                                                           "already live are skipped")
 
 
 # Not in the maintenance pool: a returning player must not wait for the nightly jobs;
 # the save row lock (FOR UPDATE) is all the coordination a rehydration needs.
 @dg.op
 def rehydrate_saves_op(context: dg.OpExecutionContext, config: RehydrateConfig, postgres: PostgresResource) -> int:
-    restored_rows = 0
     with postgres.connect(purpose="rehydrate") as conn:
-        for save_id in config.save_ids:
-            restored = rehydrate_save(conn, save_id)
-            conn.commit()
-            restored_rows += sum(restored.values())
-            context.log.info("save %d rehydrated: %s", save_id, restored)
-    context.add_output_metadata({"saves": len(config.save_ids), "rows_restored": restored_rows})
-    return restored_rows
+        report = rehydrate_saves(conn, config.save_ids, progress=context.log.info)
+    context.add_output_metadata({
+        "saves": len(config.save_ids),
+        "rehydrated": len(report.restored),
+        "already_live": dg.MetadataValue.json(report.already_live),
+        "rows_restored": report.rows_restored,
+    })
+    return report.rows_restored
 
 
-@dg.job(name="rehydrate_saves", description="Restore packed saves row for row and clear their compressed state.")
+@dg.job(name="rehydrate_saves", description="Restore packed saves row for row and clear their compressed state; "
+                                            "saves already live (e.g. restored by a killed run) are skipped and "
+                                            "listed in the metadata.")
 def rehydrate_job():
     rehydrate_saves_op()
 

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from .. import db
 from .scratch import restore_toc, scratch_database
+from .policy import checked_keep_generations
 from .store import BackupStore, Generation, Manifest, Verification, sha256_of, size_of, utc_now
 from .tools import PgClient, PgToolFailed, RunningTool, toc_entries
 
@@ -55,6 +56,7 @@ def full_backup(
     jobs: int = 2,
     keep_generations: int = 3,
 ) -> FullBackupResult:
+    checked_keep_generations(keep_generations)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     database = conn.info.dbname
@@ -108,7 +110,8 @@ def verify_full_backup(
         entries = toc_entries(client, generation.file)
         outcome["toc_entries"] = len(entries)
         with scratch_database(conninfo) as scratch:
-            outcome.update(method=scratch.method, scratch=scratch.name)
+            outcome.update(method=scratch.method, scratch=scratch.name,
+                           stale_scratch_dropped=list(scratch.stale_dropped))
             restore_toc(client, generation.file, scratch.conninfo, entries,
                         what=f"verification of full backup {generation.name}", jobs=jobs)
             with db.connect(scratch.conninfo) as restored:

@@ -17,6 +17,7 @@ from .. import db
 from ..partitions.catalog import partition_for_month
 from ..timeutil import month_start
 from .fingerprint import fingerprint, table_columns
+from .policy import checked_keep_generations
 from .store import BackupStore, Generation, Manifest, sha256_of, size_of, utc_now
 from .tools import PgClient, RunningTool
 
@@ -74,6 +75,7 @@ def backup_month(
     keep_generations: int = 3,
 ) -> BackupResult:
     """Dump month ``month`` of ``parent`` as a new generation; prune old generations."""
+    checked_keep_generations(keep_generations)
     month = month_start(month)
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("backup_month needs an idle connection (it opens its own snapshot)")

@@ -8,12 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from ..partitions.policy import EVENT_LOGS_POLICY
+from ..partitions.policy import EVENT_LOGS_POLICY, plain_identifier
 from ..timeutil import add_months, month_start
 from ..units import PolicyError, parse_months
 
 RETIRE_ACTIONS = ("drop", "archive-schema")
-_IDENTIFIER_MAX = 63
 
 
 def parse_retention_months(text: str) -> int:
@@ -21,6 +20,13 @@ def parse_retention_months(text: str) -> int:
     if months < 1:
         raise PolicyError(f"retention {text!r} must keep at least one month")
     return months
+
+
+def checked_keep_generations(keep: int) -> int:
+    """At least one: keeping none would delete the backup just made."""
+    if keep < 1:
+        raise PolicyError(f"keep_generations must be at least 1, got {keep}")
+    return keep
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,8 @@ class RetentionPolicy:
         parse_retention_months(self.retention)
         if self.action not in RETIRE_ACTIONS:
             raise PolicyError(f"action {self.action!r} must be one of {', '.join(RETIRE_ACTIONS)}")
-        if not self.archive_schema or len(self.archive_schema) > _IDENTIFIER_MAX:
-            raise PolicyError(f"archive schema name {self.archive_schema!r} must be 1..63 characters")
-        if self.keep_generations < 1:
-            raise PolicyError(f"keep_generations must be >= 1, got {self.keep_generations}")
+        plain_identifier(self.archive_schema, what="archive_schema")
+        checked_keep_generations(self.keep_generations)
 
     @property
     def retention_months(self) -> int:

@@ -1,6 +1,17 @@
 """Disposable places to restore a backup into: a scratch database, else a scratch schema.
 
-Both are created and dropped by us; names are random so parallel runs never meet.
+Both are created by us; names are random so parallel runs never meet.
+
+A scratch database outlives a run killed before it could drop it, so each one is
+marked as ours: a session of ours stays connected to it for its whole life and,
+once connected, writes ``SCRATCH_MARKER`` as the database's comment. A database
+named ``cosmic_scratch_*`` that carries the marker and has no session left is
+therefore a killed run's leftover, and the next scratch restore drops it; a
+database without the marker is someone else's and is never touched.
+
+A scratch schema is created inside the restoring session's transaction, which is
+rolled back at the end: a killed run's transaction is rolled back by the server,
+so no scratch schema can be left behind.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ from .. import db
 from .tools import PgClient, PgToolFailed, run_tool, select_toc, toc_entries
 
 SCRATCH_PREFIX = "cosmic_scratch_"
+SCRATCH_MARKER = "cosmic_ops scratch restore; dropped by cosmic_ops once no session is connected"
+SCRATCH_KEEPER = "cosmic_ops:scratch-keeper"
 
 
 @dataclass(frozen=True)
@@ -27,35 +40,72 @@ class Scratch:
     method: str  # "scratch database" | "scratch schema"
     name: str
     conninfo: str  # where to connect to read it
+    stale_dropped: tuple[str, ...] = ()  # leftovers of killed runs dropped before this one was made
+
+
+def _new_name() -> str:
+    return SCRATCH_PREFIX + secrets.token_hex(6)
+
+
+def drop_stale_scratch_databases(conninfo: str) -> tuple[str, ...]:
+    """Drop the scratch databases killed runs left: marked as ours, no session connected.
+
+    ``DROP DATABASE`` without FORCE refuses a database someone has connected to since
+    the check, so a database in use is never dropped; one we may not drop is left too.
+    """
+    dropped = []
+    with db.connect(conninfo, autocommit=True) as admin:
+        stale = admin.execute(
+            """SELECT d.datname FROM pg_database d
+            WHERE d.datname LIKE %s AND shobj_description(d.oid, 'pg_database') = %s
+              AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datid = d.oid)
+            ORDER BY 1""",
+            (SCRATCH_PREFIX.replace("_", "\\_") + "%", SCRATCH_MARKER)).fetchall()
+        for (name,) in stale:
+            try:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            except (errors.ObjectInUse, errors.InsufficientPrivilege):
+                continue
+            dropped.append(name)
+    return tuple(dropped)
 
 
 @contextlib.contextmanager
 def scratch_database(conninfo: str) -> Iterator[Scratch]:
-    """A new empty database on the same server, dropped on exit.
+    """A new empty database on the same server, dropped on exit (stale ones first).
 
     Raises ``errors.InsufficientPrivilege`` when the role may not create databases.
     """
-    with db.scratch_database(conninfo, SCRATCH_PREFIX.rstrip("_")) as scratch:
-        yield Scratch("scratch database", psycopg.conninfo.conninfo_to_dict(scratch)["dbname"], scratch)
+    stale = drop_stale_scratch_databases(conninfo)
+    name = _new_name()
+    scratch_conninfo = db.create_database(conninfo, name)
+    try:
+        # Marked only once our keeper session is connected: marked and unconnected means abandoned.
+        with db.connect(scratch_conninfo, autocommit=True, application_name=SCRATCH_KEEPER) as keeper:
+            keeper.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(SCRATCH_MARKER)))
+            yield Scratch("scratch database", name, scratch_conninfo, stale)
+    finally:
+        db.drop_database(conninfo, name)
 
 
 @contextlib.contextmanager
-def scratch_schema(conninfo: str) -> Iterator[Scratch]:
-    """A new schema in the managed database itself, dropped (CASCADE) on exit."""
-    name = SCRATCH_PREFIX + secrets.token_hex(6)
-    with db.connect(conninfo, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+def scratch_schema(conn: psycopg.Connection, name: str) -> Iterator[str]:
+    """Schema ``name`` made in ``conn``'s open transaction, rolled back (with all in it) on exit."""
+    if conn.autocommit:
+        raise ValueError("a scratch schema needs a connection in a transaction, not autocommit")
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
     try:
-        yield Scratch("scratch schema", name, conninfo)
+        yield name
     finally:
-        with db.connect(conninfo, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        conn.rollback()
 
 
 @contextlib.contextmanager
 def any_scratch(conninfo: str, prefer: str = "auto") -> Iterator[tuple[Scratch, Optional[str]]]:
-    """A scratch database if we may create one, else a scratch schema; the second value
-    says why the fallback was used (``None`` for a scratch database)."""
+    """A scratch database if we may create one, else the name of a scratch schema for
+    ``scratch_schema`` to make in the restoring session; the second value says why the
+    fallback was used (``None`` for a scratch database)."""
     with contextlib.ExitStack() as stack:
         scratch: Optional[Scratch] = None
         reason = "scratch schema requested" if prefer == "schema" else None
@@ -67,7 +117,7 @@ def any_scratch(conninfo: str, prefer: str = "auto") -> Iterator[tuple[Scratch, 
                     raise
                 reason = f"cannot CREATE DATABASE ({str(exc).strip()}); used a scratch schema instead"
         if scratch is None:
-            scratch = stack.enter_context(scratch_schema(conninfo))
+            scratch = Scratch("scratch schema", _new_name(), conninfo)
         yield scratch, reason
 
 

@@ -135,6 +135,7 @@ class Verification:
     error: Optional[str] = None
     note: Optional[str] = None
     seconds: float = 0.0
+    stale_scratch_dropped: list[str] = field(default_factory=list)  # killed runs' scratch databases
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -170,8 +171,14 @@ class Generation:
 
 
 class BackupStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, must_exist: bool = False):
+        """``must_exist``: refuse a root that is not an existing folder (a configured root: a
+        typo must fail, not scatter backups into a new folder), rather than create it."""
         self.root = Path(root)
+        if must_exist and not self.root.is_dir():
+            raise BackupStoreError(
+                f"backup directory {self.root} does not exist (or is not a folder); create it or correct "
+                "the configured path: a configured backup directory is never created")
 
     def __repr__(self) -> str:
         return f"BackupStore({str(self.root)!r})"
@@ -183,7 +190,13 @@ class BackupStore:
     def full_dir(self, database: str) -> Path:
         return self.root / _segment(database) / "full"
 
-    def _ensure_dir(self, path: Path) -> None:
+    def _ensure_dir(self, path: Path) -> list[Path]:
+        """Make ``path`` and its missing parents; returns those it made, outermost first."""
+        missing = []
+        for folder in (path, *path.parents):
+            if folder.exists():
+                break
+            missing.insert(0, folder)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -192,12 +205,23 @@ class BackupStore:
             ) from None
         if not os.access(path, os.W_OK | os.X_OK):
             raise BackupStoreError(f"backup directory {path} is not writable")
+        return missing
+
+    @staticmethod
+    def _remove_empty(folders: list[Path]) -> None:
+        """Remove ``folders`` (outermost first) from the innermost out, stopping at one not empty."""
+        for folder in reversed(folders):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
 
     @contextlib.contextmanager
     def staging(self, parent: Path) -> Iterator[tuple[Path, str]]:
         """A private folder to build a generation in; renamed to its generation name on
-        success, removed on any failure (nothing partial is left behind)."""
-        self._ensure_dir(parent)
+        success, removed on any failure with the folders made for it (nothing partial and no
+        empty month folder is left behind)."""
+        made = self._ensure_dir(parent)
         generation = f"{utc_now():%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
         staging = parent / f"{STAGING_PREFIX}{generation}"
         staging.mkdir()
@@ -206,6 +230,7 @@ class BackupStore:
             os.rename(staging, parent / generation)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            self._remove_empty(made)
             raise
 
     def remove_stale_staging(self, parent: Path) -> list[str]:

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from .. import db
 from .fingerprint import Fingerprint, fingerprint
-from .scratch import any_scratch, restore_toc, stream_table_data
+from .scratch import Scratch, any_scratch, restore_toc, scratch_schema, stream_table_data
 from .store import BackupStore, Generation, Verification, sha256_of, utc_now
 from .tools import PgClient, PgToolFailed, select_toc, toc_entries
 
@@ -35,7 +35,7 @@ def qualified_name(conn: psycopg.Connection, relation: str) -> sql.Identifier:
 
 
 def _restore_and_count(generation: Generation, conninfo: str, client: PgClient, prefer: str,
-                       entries: list[str]) -> tuple[Fingerprint, str, str, str | None]:
+                       entries: list[str]) -> tuple[Fingerprint, Scratch, str | None]:
     m = generation.manifest
     what = f"verification of {generation.name}"
     with any_scratch(conninfo, prefer) as (scratch, reason):
@@ -45,14 +45,12 @@ def _restore_and_count(generation: Generation, conninfo: str, client: PgClient, 
                 counted = fingerprint(conn, m.partition_schema, m.partition_name, m.columns)
                 conn.rollback()
         else:
-            with db.connect(conninfo) as conn:
-                with conn.transaction():
-                    target = sql.Identifier(scratch.name, m.partition_name)
-                    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {})").format(
-                        target, qualified_name(conn, m.table)))
-                    stream_table_data(client, generation.file, conn, target, m.columns, what=what)
-                    counted = fingerprint(conn, scratch.name, m.partition_name, m.columns)
-        return counted, scratch.method, scratch.name, reason
+            with db.connect(conninfo) as conn, scratch_schema(conn, scratch.name):
+                target = sql.Identifier(scratch.name, m.partition_name)
+                conn.execute(sql.SQL("CREATE TABLE {} (LIKE {})").format(target, qualified_name(conn, m.table)))
+                stream_table_data(client, generation.file, conn, target, m.columns, what=what)
+                counted = fingerprint(conn, scratch.name, m.partition_name, m.columns)
+        return counted, scratch, reason
 
 
 def verify_month_backup(
@@ -80,8 +78,9 @@ def verify_month_backup(
         wanted = select_toc(entries, MONTH_RESTORE_ENTRIES)
         if not select_toc(wanted, ("TABLE DATA",)):
             raise ValueError("the archive has no TABLE DATA entry: nothing to restore")
-        counted, method, scratch_name, reason = _restore_and_count(generation, conninfo, client, scratch, wanted)
-        outcome.update(method=method, scratch=scratch_name, rows=counted.rows, row_checksum=counted.checksum)
+        counted, used, reason = _restore_and_count(generation, conninfo, client, scratch, wanted)
+        outcome.update(method=used.method, scratch=used.name, rows=counted.rows, row_checksum=counted.checksum,
+                       stale_scratch_dropped=list(used.stale_dropped))
         outcome["note"] = reason
         if counted.matches(m.rows, m.row_checksum):
             outcome["ok"] = True

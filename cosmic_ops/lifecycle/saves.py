@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +38,7 @@ from psycopg import sql
 from ..db import SessionSpec, compress_wal, compressed_wal, end_read, maintenance_lock
 from . import columnar, savecopy
 from .archive import table_columns
+from .parentwatch import exit_with_parent
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 SAVES_TABLE = "game_saves"
@@ -55,6 +57,10 @@ _TEXT_SETTINGS = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "
 
 class SaveVerificationFailed(RuntimeError):
     """A packed save did not unpack to what was read: nothing was changed."""
+
+
+class SaveNotCompressed(ValueError):
+    """The save holds no compressed state: its rows are live (never packed, or already rehydrated)."""
 
 
 @dataclass(frozen=True)
@@ -355,7 +361,8 @@ def _compress_one_session(conn: psycopg.Connection, scope: MonthScope, policy: S
 _worker_session: psycopg.Connection | None = None
 
 
-def _open_worker_session(sessions: SessionSpec) -> None:
+def _open_worker_session(sessions: SessionSpec, parent_pid: int) -> None:
+    exit_with_parent(parent_pid)
     global _worker_session
     _worker_session = sessions.connect()
     compress_wal(_worker_session)  # the session is the worker's own, closed with it
@@ -388,7 +395,7 @@ def _compress_in_processes(sessions: SessionSpec, batches: list[list[tuple[int, 
     take turns on the interpreter lock while the server waits.
     """
     pool = ProcessPoolExecutor(max_workers=policy.workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_open_worker_session, initargs=(sessions,))
+                               initializer=_open_worker_session, initargs=(sessions, os.getpid()))
     try:
         pending = [pool.submit(_pack_in_worker, batch, scope, policy) for batch in batches]
         for future in as_completed(pending):
@@ -457,7 +464,7 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
             raise LookupError(f"save {save_id} does not exist")
         state, info = found
         if state is None:
-            raise ValueError(f"save {save_id} is not compressed")
+            raise SaveNotCompressed(f"save {save_id} is not compressed")
         document = _verify(info["codec"], bytes(state), info, layout_of=_registered_layouts(conn))
         restore = _restore_binary if info.get("format") == DOCUMENT_FORMAT else _restore_text
         restored = {table: restore(conn, save_id, table, document["tables"][table]) for table in SAVE_TABLES}
@@ -465,6 +472,39 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
             sql.SQL("UPDATE {} SET compressed_state = NULL, compression_info = NULL, compressed_at = NULL "
                     "WHERE id = %s").format(sql.Identifier(SAVES_TABLE)), (save_id,))
     return restored
+
+
+@dataclass
+class RehydrateReport:
+    restored: dict[int, dict[str, int]]  # save id -> rows restored per table
+    already_live: list[int]
+
+    @property
+    def rows_restored(self) -> int:
+        return sum(sum(rows.values()) for rows in self.restored.values())
+
+
+def rehydrate_saves(conn: psycopg.Connection, save_ids: Iterable[int],
+                    progress: ProgressCallback | None = None) -> RehydrateReport:
+    """Rehydrate each save in its own committed transaction; saves already live are skipped.
+
+    A run killed midway committed the saves before the kill, so its rerun with the same
+    ids skips those (``already_live``) and restores the rest.
+    """
+    report = RehydrateReport(restored={}, already_live=[])
+    for save_id in save_ids:
+        try:
+            report.restored[save_id] = rehydrate_save(conn, save_id)
+        except SaveNotCompressed:
+            conn.rollback()
+            report.already_live.append(save_id)
+            if progress:
+                progress(f"save {save_id} is live already (not compressed): skipped")
+            continue
+        conn.commit()
+        if progress:
+            progress(f"save {save_id} rehydrated: {report.restored[save_id]}")
+    return report
 
 
 def _registered_layouts(conn: psycopg.Connection) -> savecopy.LayoutResolver:

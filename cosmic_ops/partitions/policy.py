@@ -26,7 +26,9 @@ _STORAGE_NAME = re.compile(r"^(autovacuum_[a-z_]+|toast\.autovacuum_[a-z_]+|fill
 _STORAGE_VALUE = re.compile(r"^(-?\d+(\.\d+)?|on|off|true|false|auto)$", re.IGNORECASE)
 
 
-def _identifier(value: Any, *, what: str) -> str:
+def plain_identifier(value: Any, *, what: str) -> str:
+    """``value`` if it is a plain SQL identifier (letters, digits, ``_``, ``$``; at most 63
+    characters), else a ``PolicyError`` naming ``what``: the one check for every configurable name."""
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise PolicyError(f"{what}: {value!r} is not a plain SQL identifier")
     return value
@@ -56,7 +58,7 @@ class IndexSpec:
         for part in text.split(","):
             words = part.split()
             if len(words) == 1 or (len(words) == 2 and words[1].upper() in ("ASC", "DESC")):
-                name = _identifier(words[0], what=f"index {text!r}")
+                name = plain_identifier(words[0], what=f"index {text!r}")
                 columns.append(IndexColumn(name, len(words) == 2 and words[1].upper() == "DESC"))
             else:
                 raise PolicyError(f"index {text!r}: {part.strip()!r} must be `column [ASC|DESC]`")
@@ -85,9 +87,9 @@ class PartitionPolicy:
     storage: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _identifier(self.table, what="table")
-        _identifier(self.schema, what="schema")
-        _identifier(self.partition_column, what="partition_column")
+        plain_identifier(self.table, what="table")
+        plain_identifier(self.schema, what="schema")
+        plain_identifier(self.partition_column, what="partition_column")
         if len(self.table) > 55:  # room for the "_YYYY_MM" suffix within PostgreSQL's 63 bytes
             raise PolicyError(f"table: {self.table!r} is too long for monthly partition names")
         if self.premake < 1:

@@ -20,7 +20,7 @@ import psycopg
 
 from ..db import RetryPolicy, end_read, maintenance_lock
 from .maintain import ActionResult, PartitionConflict, apply_plan, plan_months, read_with_retry
-from .policy import PartitionPolicy
+from .policy import PartitionPolicy, PolicyError
 from .state import default_rows_by_month
 
 
@@ -60,6 +60,8 @@ def rehome_default_rows(
     still move. Rows with a NULL key cannot live in any range partition and are
     only reported.
     """
+    if max_months is not None and max_months < 1:
+        raise PolicyError(f"max_months must be at least 1, got {max_months}")
     end_read(conn)
     with maintenance_lock(conn, policy.lock_scope, wait_s=lock_wait_s):
         _, by_month = read_with_retry(conn, lambda c: default_rows_by_month(c, policy),

@@ -17,8 +17,9 @@ from ..backups import BackupStore, PgClient, client_for
 class BackupStoreResource(dg.ConfigurableResource):
     """Where backups and their manifests live, and which client programs make them.
 
-    ``root`` comes from ``EnvVar("COSMIC_OPS_BACKUP_DIR")`` when the variable is set;
-    unset, the git-ignored ``.cosmic_ops/backups`` folder of the project is used.
+    ``root`` comes from ``EnvVar("COSMIC_OPS_BACKUP_DIR")`` when the variable is set, and
+    must then be an existing folder (it is never created: a typo would scatter backups);
+    unset, the git-ignored ``.cosmic_ops/backups`` folder of the project is used (and created).
     """
 
     root: Optional[str] = Field(default=None, description="backup root directory; unset: project default")
@@ -32,7 +33,12 @@ class BackupStoreResource(dg.ConfigurableResource):
         return Path(self.root) if self.root else settings.default_backup_dir()
 
     def store(self) -> BackupStore:
-        return BackupStore(self.root_dir())
+        """The store; a configured root must exist, the project default is created."""
+        if self.root:
+            return BackupStore(self.root_dir(), must_exist=True)
+        root = settings.default_backup_dir()
+        root.mkdir(parents=True, exist_ok=True)
+        return BackupStore(root)
 
     def client(self, conn: psycopg.Connection) -> PgClient:
         client = client_for(conn, self.pg_bin_dir)

@@ -14,6 +14,9 @@ from .. import db, settings
 from ..embedded import resolve_conninfo
 
 
+_PG_DURATION = r"^[0-9]+(us|ms|s|min|h|d)?$"
+
+
 class PostgresResource(dg.ConfigurableResource):
     """Sessions on the managed database.
 
@@ -26,8 +29,10 @@ class PostgresResource(dg.ConfigurableResource):
         default=None, description="libpq URI of the managed database; unset: embedded PostgreSQL"
     )
     application_name: str = "cosmic_ops"
-    lock_timeout: str = Field(default="5s", description="session default for maintenance")
-    statement_timeout: str = Field(default="30min", description="session default for maintenance")
+    # A PostgreSQL duration without spaces: the value goes into the session's startup options.
+    lock_timeout: str = Field(default="5s", pattern=_PG_DURATION, description="session default for maintenance")
+    statement_timeout: str = Field(default="30min", pattern=_PG_DURATION,
+                                   description="session default for maintenance")
 
     def conninfo(self) -> str:
         return resolve_conninfo(self.database_url)

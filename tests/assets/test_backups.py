@@ -35,6 +35,7 @@ def seeded(bootstrapped_database):
 
 @pytest.fixture()
 def resources(seeded, tmp_path):
+    (tmp_path / "store").mkdir()  # a configured store must exist
     return {"postgres": PostgresResource(database_url=seeded),
             "backup_store": BackupStoreResource(root=str(tmp_path / "store"))}
 
@@ -150,3 +151,31 @@ def test_lineage_is_partition_backup_retention():
     assert dg.AssetKey("event_log_partitions") in graph.get(dg.AssetKey("event_log_backups")).parent_keys
     assert dg.AssetKey("event_log_backups") in graph.get(dg.AssetKey("event_log_retention")).parent_keys
     assert defs.resolve_schedule_def("full_backup_weekly").cron_schedule == "0 3 * * 0"
+
+
+def test_a_configured_backup_dir_that_does_not_exist_is_refused_not_created(seeded, tmp_path, monkeypatch):
+    from cosmic_ops import settings
+    from cosmic_ops.backups import BackupStoreError
+    from cosmic_ops.resources.backup_store import backup_store_from_env
+
+    typo = tmp_path / "backpus"
+    monkeypatch.setenv(settings.BACKUP_DIR_ENV, str(typo))
+    resources = {"postgres": PostgresResource(database_url=seeded), "backup_store": backup_store_from_env()}
+    result = _run([event_log_backups], "2025-03-01", resources)
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert f"backup directory {typo} does not exist" in failure.step_failure_data.error.to_string()
+    assert not typo.exists()
+    with pytest.raises(BackupStoreError, match="does not exist"):
+        BackupStoreResource(root=str(typo)).store()
+    assert not typo.exists()
+
+
+def test_the_default_backup_dir_is_created(tmp_path, monkeypatch):
+    from cosmic_ops import settings
+    from cosmic_ops.resources.backup_store import backup_store_from_env
+
+    monkeypatch.delenv(settings.BACKUP_DIR_ENV, raising=False)
+    monkeypatch.setenv(settings.STATE_DIR_ENV, str(tmp_path / "state"))
+    store = backup_store_from_env().store()
+    assert store.root == tmp_path / "state" / "backups" and store.root.is_dir()

@@ -14,6 +14,7 @@ from cosmic_ops.assets.saves import (
     no_save_has_rows_and_compressed_state,
 )
 from cosmic_ops.definitions import defs
+from cosmic_ops.lifecycle import rehydrate_save
 from cosmic_ops.resources import PostgresResource
 
 from ..clock import NOW
@@ -95,6 +96,39 @@ def test_materialize_packs_the_month_checks_pass_and_rehydrate_job_restores(demo
         resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert restored.success and restored.output_for_node("rehydrate_saves_op") == sum(len(v) for v in before.values())
     assert _rows(demo_db, ids) == before
+
+
+def test_rehydrate_rerun_after_a_kill_skips_saves_already_live_and_restores_the_rest(demo_db, resources):
+    """A killed rehydrate run committed its first saves; the rerun with the same ids finishes."""
+    key, ids = _month(demo_db)
+    before = _rows(demo_db, ids)
+    assert _materialize(key, resources).success
+    assert _rows(demo_db, ids) == {t: [] for t in SAVE_TABLES}
+    with db.connect(demo_db) as conn:  # what the killed run committed: the first two saves
+        for save_id in ids[:2]:
+            rehydrate_save(conn, save_id)
+            conn.commit()
+    rest_rows = sum(len(v) for v in _rows(demo_db, ids[2:]).values())
+    assert rest_rows == 0 < len(ids) - 2
+
+    job = defs.resolve_job_def("rehydrate_saves")
+    rerun = job.execute_in_process(
+        run_config={"ops": {"rehydrate_saves_op": {"config": {"save_ids": ids}}}},
+        resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert rerun.success
+    meta = _op_metadata(rerun, "rehydrate_saves_op")
+    assert meta["already_live"].value == ids[:2]
+    assert meta["rehydrated"].value == len(ids) - 2 and meta["saves"].value == len(ids)
+    assert meta["rows_restored"].value == sum(len(v) for v in _rows(demo_db, ids[2:]).values()) > 0
+    assert _rows(demo_db, ids) == before
+    with db.connect(demo_db) as conn:
+        assert conn.execute("SELECT count(*) FROM game_saves WHERE id = ANY(%s) AND compressed_state IS NOT NULL",
+                            (ids,)).fetchone()[0] == 0
+
+
+def _op_metadata(result, op_name):
+    output = next(e for e in result.events_for_node(op_name) if e.event_type_value == "STEP_OUTPUT")
+    return output.step_output_data.metadata
 
 
 def test_checks_fail_on_a_broken_database(demo_db, resources):

@@ -106,6 +106,19 @@ def test_generations_are_kept_by_count(seeded, tmp_path):
     assert kept == [names[2], names[1]]
 
 
+@pytest.mark.parametrize("keep", [0, -1])
+def test_keeping_no_generation_is_refused_before_dumping(seeded, tmp_path, keep):
+    from cosmic_ops.backups import PolicyError, full_backup
+
+    with db.connect(seeded) as conn:
+        store, client = store_and_client(tmp_path, conn)
+        with pytest.raises(PolicyError, match="keep_generations"):
+            backup_month(conn, store, client, conninfo=seeded, month=JAN, keep_generations=keep)
+        with pytest.raises(PolicyError, match="keep_generations"):
+            full_backup(conn, store, client, conninfo=seeded, keep_generations=keep)
+    assert not store.root.exists()
+
+
 def test_month_without_partition_is_an_error(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -142,6 +155,46 @@ def test_failing_pg_dump_leaves_no_partial_file(seeded, tmp_path):
         conn.rollback()
     assert before == after
     assert _month_files(tmp_path / "store") == []
+
+
+def _failing_client(tmp_path) -> PgClient:
+    """pg_dump that fails the way a full disk makes it fail, after writing part of its output."""
+    fake = tmp_path / "fullbin"
+    fake.mkdir()
+    script = fake / "pg_dump"
+    script.write_text(
+        "#!/bin/sh\n"
+        "for a in \"$@\"; do case $a in --file=*) f=${a#--file=};; esac; done\n"
+        "mkdir -p \"$f\" 2>/dev/null; head -c 4096 /dev/zero > \"$f/part\" 2>/dev/null || "
+        "head -c 4096 /dev/zero > \"$f\"\n"
+        "echo 'pg_dump: error: could not write to output file: No space left on device' >&2\nexit 1\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    os.symlink("/bin/true", fake / "pg_restore")
+    return PgClient(bin_dir=fake, major=99, version="99.0")
+
+
+def test_a_failed_backup_leaves_no_folder_behind(seeded, tmp_path):
+    """Month and full backups on a full disk: the store is as it was, not one empty folder more."""
+    from cosmic_ops.backups import full_backup
+
+    client = _failing_client(tmp_path)
+    with db.connect(seeded) as conn:
+        store, real = store_and_client(tmp_path, conn)
+        store.root.mkdir()
+        with pytest.raises(PgToolFailed, match="No space left on device"):
+            backup_month(conn, store, client, conninfo=seeded, month=JAN)
+        conn.rollback()
+        with pytest.raises(PgToolFailed, match="No space left on device"):
+            full_backup(conn, store, client, conninfo=seeded)
+        conn.rollback()
+        assert list(store.root.iterdir()) == []
+        # Beside an earlier generation, a failed one leaves the earlier one alone.
+        kept = backup_month(conn, store, real, conninfo=seeded, month=FEB).generation
+        before = sorted(p for p in store.root.rglob("*"))
+        with pytest.raises(PgToolFailed):
+            backup_month(conn, store, client, conninfo=seeded, month=FEB)
+        conn.rollback()
+    assert sorted(p for p in store.root.rglob("*")) == before and kept.path in before
 
 
 def test_wrong_binary_path_and_unusable_store_change_nothing(seeded, tmp_path):

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -270,6 +276,79 @@ def test_killed_worker_processes_lose_nothing_and_the_rerun_finishes(new_databas
     assert killed == 2
     assert isinstance(worker.error, psycopg.OperationalError)
     _nothing_lost_and_the_rerun_finishes(new_database, month, due, before)
+
+
+_PACK_WITH_WORKERS = """
+import sys
+from datetime import date, datetime
+from cosmic_ops import db
+from cosmic_ops.lifecycle import SavePolicy, Throttle, compress_inactive_saves
+conninfo, month, app, now = sys.argv[1:]
+# Each worker pauses after every one-save batch: they stay busy until the parent is killed.
+policy = SavePolicy(throttle=Throttle(batch_size=1, pause_s=5), workers=2)
+with db.connect(conninfo) as conn:
+    compress_inactive_saves(conn, date.fromisoformat(month), policy,
+                            worker_sessions=db.SessionSpec(conninfo, application_name=app),
+                            now=datetime.fromisoformat(now))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited orphan waits to be reaped by whoever adopted it)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes through /proc (Linux)")
+def test_worker_processes_and_their_sessions_end_when_the_parent_is_killed(new_database):
+    """kill -9 of the process running compression: its workers (and the multiprocessing
+    resource tracker they share) exit, and their sessions close."""
+    load_demo(new_database, seed=31)
+    month, due, _ = _busiest_month_and_its_saves(new_database)
+    assert len(due) >= 8
+    app = f"cosmic_ops:test-orphan-{os.getpid()}"
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    parent = subprocess.Popen([sys.executable, "-c", _PACK_WITH_WORKERS, new_database, month.isoformat(), app,
+                               NOW.isoformat()])
+    children: list[int] = []
+    try:
+        with psycopg.connect(new_database, autocommit=True) as watcher:
+            while parent.poll() is None and watcher.execute(sessions, (app,)).fetchone()[0] < 2:
+                time.sleep(0.05)
+            assert parent.poll() is None, "compression ended before its workers were seen"
+            children = _children(parent.pid)
+            assert len(children) >= 2  # the two workers, and the resource tracker
+            parent.kill()
+            parent.wait()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (
+                    any(_running(pid) for pid in children) or watcher.execute(sessions, (app,)).fetchone()[0]):
+                time.sleep(0.05)
+            assert [pid for pid in children if _running(pid)] == []
+            assert watcher.execute(sessions, (app,)).fetchone()[0] == 0
+    finally:
+        for pid in [parent.pid] + children + _children(parent.pid):  # whatever a failure left running
+            if _running(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        parent.wait()
+    with db.connect(new_database) as conn:
+        assert _saves_with_rows_and_state(conn) == 0
 
 
 def test_a_game_write_cannot_slip_in_while_a_batch_is_packed_and_a_failed_batch_restores_every_row(new_database):

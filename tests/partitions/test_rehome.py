@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months, rehome_default_rows
+import pytest
+
+from cosmic_ops.partitions import EVENT_LOGS_POLICY, PolicyError, ensure_months, rehome_default_rows
 from cosmic_ops.partitions.state import check_default_empty
 
 from ..clock import NOW
@@ -56,3 +58,13 @@ def test_rows_in_default_do_not_stop_other_months(econn):
     created = ensure_months(econn, EVENT_LOGS_POLICY, EVENT_LOGS_POLICY.window(NOW)).created
     assert len(created) == 7
     assert rows_per_partition(econn)["event_logs_default"] == 4
+
+
+@pytest.mark.parametrize("max_months", [0, -1])
+def test_max_months_below_one_is_refused_and_nothing_moves(econn, max_months):
+    insert_events(econn, "1998-03-01 00:00+00", "1998-04-01 00:00+00")
+    before = rows_per_partition(econn), tree_snapshot(econn)
+    with pytest.raises(PolicyError, match="max_months"):
+        rehome_default_rows(econn, EVENT_LOGS_POLICY, max_months=max_months)
+    econn.rollback()
+    assert (rows_per_partition(econn), tree_snapshot(econn)) == before
