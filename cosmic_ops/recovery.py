@@ -102,7 +102,12 @@ def recover(conn: psycopg.Connection, scopes: tuple[db.LockScope, ...], *, store
             continue
         journals = list(_journals(conn, store, scope)) if store is not None else []
         journalled = {record.get("table_oid") for _, _, record in journals}
-        for pending in _pending_detaches(conn, scope, retry):
+        try:
+            pending_detaches = _pending_detaches(conn, scope, retry)
+        except db.LockRetriesExhausted as exc:
+            report.problems.append(str(exc))
+            pending_detaches = []
+        for pending in pending_detaches:
             _finalize(conn, pending, reattach=pending[3] not in journalled, report=report, retry=retry)
         for folder, month, record in journals:
             _resume_retirement(conn, store, scope, folder, month, record, report, retry)

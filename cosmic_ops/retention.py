@@ -436,7 +436,9 @@ def retire_month(
         return plan_retirement(conn, store, parent=parent, month=month, policy=policy, today=today)
     with recovery.table_maintenance(conn, parent, store=store, retry=retry) as recovered:
         finished = recovered.retired.get((parent, month_start(month)))
-        if finished is None:
+        if finished is not None:  # taking the table finished this very month
+            finished.plan.cutoff = policy.cutoff(today)
+        else:
             plan = plan_retirement(conn, store, parent=parent, month=month, policy=policy, today=today)
             finished = apply_retirement(conn, store, plan, conninfo=conninfo, policy=retry)
     return dataclasses.replace(finished, recovery=recovered)
