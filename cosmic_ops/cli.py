@@ -68,6 +68,7 @@ def record_demo_months(instance, scale: str, now: datetime) -> None:
 
     from .assets import event_logs
     from .assets.common import MONTHLY, as_of_tags
+    from .resources.backup_store import backup_store_from_env
     from .resources.postgres import postgres_from_env
 
     if instance.get_materialized_partitions(event_logs.ASSET_KEY):
@@ -76,7 +77,7 @@ def record_demo_months(instance, scale: str, now: datetime) -> None:
     keys = [key for key in MONTHLY.get_partition_keys(current_time=now) if key >= first]
     result = dg.materialize(
         [event_logs.event_log_partitions, *event_logs.defs.asset_checks],
-        instance=instance, resources={"postgres": postgres_from_env()},
+        instance=instance, resources={"postgres": postgres_from_env(), "backup_store": backup_store_from_env()},
         tags={event_logs.RANGE_START_TAG: keys[0], event_logs.RANGE_END_TAG: keys[-1], **as_of_tags(now)},
         raise_on_error=False,
     )

@@ -13,7 +13,7 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import psycopg
 from psycopg import errors, sql
@@ -303,17 +303,81 @@ def run_ddl(
 
 
 # ---------------------------------------------------------------------------
-# Maintenance advisory lock
+# Maintenance advisory lock: one scope per table, computed from the catalog
 
-# First key of the two-int advisory lock space reserved for cosmic_ops.
+# First key of the two-int advisory locks cosmic_ops takes on a table; the second key is
+# the OID of the table's partition root, so ``pg_locks.objid::regclass`` names the table.
 ADVISORY_LOCK_CLASS = 0x0C05
+# First key of the locks on a folder of the backup store (not a table): the second key
+# is ``hashtext`` of the folder's name. A separate class, so it never meets a table's OID.
+STORE_LOCK_CLASS = 0x0C06
+
+# The top of ``relation``'s partition tree. Walks pg_inherits rather than calling
+# pg_partition_root(), which stops at a partition left "detach pending" by an
+# interrupted DETACH ... CONCURRENTLY (it still belongs to its parent until FINALIZE).
+_ROOT_SQL = """
+WITH RECURSIVE up(oid, depth) AS (
+    SELECT c.oid, 0 FROM pg_class c WHERE c.oid = %s::oid
+    UNION ALL
+    SELECT i.inhparent, up.depth + 1
+    FROM up JOIN pg_class c ON c.oid = up.oid AND c.relispartition
+    JOIN pg_inherits i ON i.inhrelid = up.oid
+)
+SELECT r.oid::bigint, n.nspname, r.relname, r.relkind = 'p'
+FROM (SELECT oid FROM up ORDER BY depth DESC LIMIT 1) top
+JOIN pg_class r ON r.oid = top.oid JOIN pg_namespace n ON n.oid = r.relnamespace
+"""
 
 
 class MaintenanceLockBusy(RuntimeError):
     """Another session holds the maintenance lock: the work was NOT done."""
 
 
-def _lock_holder(conn: psycopg.Connection, scope: str) -> str:
+@dataclass(frozen=True)
+class LockScope:
+    """An advisory lock key: ``classid`` and ``objid`` as ``pg_locks`` shows them, and what it guards."""
+
+    classid: int
+    objid: int  # unsigned 32 bits, as pg_locks shows it
+    name: str  # "public.event_logs" (the root table), or the store folder
+    kind: str = "table"  # or "backup folder"
+    schema: Optional[str] = None  # set for a table's scope
+    table: Optional[str] = None
+    partitioned: bool = False
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """The two int4 arguments of pg_try_advisory_lock (an OID above 2^31 wraps negative)."""
+        return self.classid, self.objid - (1 << 32) if self.objid >= 1 << 31 else self.objid
+
+
+def table_lock_scope(conn: psycopg.Connection, table: str | int) -> LockScope:
+    """THE maintenance lock scope of ``table`` (a regclass text or an OID): its partition
+    tree's root, by OID.
+
+    Every partition, the parent and any spelling of their names (quoted, schema-qualified
+    or through the search_path) give the same scope, and a rename does not change it.
+    """
+    if isinstance(table, int):
+        oid = table
+    else:
+        oid = conn.execute("SELECT to_regclass(%s)::oid::bigint", (table,)).fetchone()[0]
+        if oid is None:
+            raise LookupError(f"no table {table!r} in database {conn.info.dbname!r}")
+    row = conn.execute(_ROOT_SQL, (oid,)).fetchone()
+    if row is None:
+        raise LookupError(f"no relation with OID {oid} in database {conn.info.dbname!r}")
+    root, schema, name, partitioned = row
+    return LockScope(ADVISORY_LOCK_CLASS, root, f"{schema}.{name}", "table", schema, name, partitioned)
+
+
+def store_lock_scope(conn: psycopg.Connection, folder: str) -> LockScope:
+    """The lock of one folder of the backup store (its generations, staging and pruning)."""
+    objid = conn.execute("SELECT hashtext(%s)::bigint & 4294967295", (folder,)).fetchone()[0]
+    return LockScope(STORE_LOCK_CLASS, objid, folder, "backup folder")
+
+
+def _lock_holder(conn: psycopg.Connection, scope: LockScope) -> str:
     row = conn.execute(
         """
         SELECT a.pid, a.application_name, a.backend_start, a.state
@@ -321,11 +385,10 @@ def _lock_holder(conn: psycopg.Connection, scope: str) -> str:
         JOIN pg_stat_activity a ON a.pid = l.pid
         WHERE l.locktype = 'advisory' AND l.granted
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.classid = %s::int::oid AND l.objid = hashtext(%s)::oid
-          AND l.objsubid = 2
+          AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2
         LIMIT 1
         """,
-        (ADVISORY_LOCK_CLASS, scope),
+        (scope.classid, scope.objid),
     ).fetchone()
     if row is None:
         return "an unknown session (it may just have released it)"
@@ -333,42 +396,70 @@ def _lock_holder(conn: psycopg.Connection, scope: str) -> str:
     return f"pid {pid} (application_name={app!r}, connected since {started:%Y-%m-%d %H:%M:%S%z}, state={state})"
 
 
-@contextlib.contextmanager
-def maintenance_lock(
-    conn: psycopg.Connection, scope: str, *, wait_s: float = 0.0, poll_s: float = 0.5
-) -> Iterator[None]:
-    """Hold the session-level advisory lock for ``scope`` (e.g. ``"event_logs"``).
+def _unlock(conn: psycopg.Connection, scopes: Sequence[LockScope]) -> None:
+    if conn.closed or conn.broken:
+        return  # the session's advisory locks ended with it
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        conn.rollback()
+    for scope in reversed(scopes):
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", scope.key)
+    if not conn.autocommit:
+        conn.commit()
 
-    It is per database (advisory locks are) and per scope. If another session holds
-    it for longer than ``wait_s`` we raise ``MaintenanceLockBusy`` naming the holder:
-    a skipped run must never look like success.
+
+@contextlib.contextmanager
+def hold_scopes(
+    conn: psycopg.Connection, scopes: Sequence[LockScope], *, wait_s: float = 0.0, poll_s: float = 0.5
+) -> Iterator[tuple[LockScope, ...]]:
+    """Hold the session-level advisory locks of ``scopes``, taken in key order (two runs
+    wanting the same ones cannot deadlock), all or none.
+
+    If another session holds one for longer than ``wait_s`` we raise ``MaintenanceLockBusy``
+    naming the holder: a skipped run must never look like success.
     """
+    ordered = tuple(sorted(set(scopes), key=lambda s: (s.classid, s.objid)))
     deadline = time.monotonic() + wait_s
-    while True:
-        got = conn.execute(
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (ADVISORY_LOCK_CLASS, scope)
-        ).fetchone()[0]
+    held: list[LockScope] = []
+    try:
+        for scope in ordered:
+            while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", scope.key).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    holder = _lock_holder(conn, scope)
+                    if not conn.autocommit:
+                        conn.commit()
+                    raise MaintenanceLockBusy(
+                        f"maintenance lock of {scope.kind} {scope.name} on database {conn.info.dbname!r} is held by "
+                        f"{holder}; this run did not do its work")
+                if not conn.autocommit:
+                    conn.commit()
+                time.sleep(poll_s)
+            held.append(scope)
         if not conn.autocommit:
             conn.commit()
-        if got:
-            break
-        if time.monotonic() >= deadline:
-            holder = _lock_holder(conn, scope)
-            if not conn.autocommit:
-                conn.commit()
-            raise MaintenanceLockBusy(
-                f"maintenance lock {scope!r} on database {conn.info.dbname!r} is held by {holder}; "
-                "this run did not do its work"
-            )
-        time.sleep(poll_s)
+    except BaseException:
+        _unlock(conn, held)
+        raise
     try:
-        yield
+        yield ordered
     finally:
-        if not conn.closed and not conn.broken:
-            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                conn.rollback()
-            conn.execute(
-                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (ADVISORY_LOCK_CLASS, scope)
-            )
-            if not conn.autocommit:
-                conn.commit()
+        _unlock(conn, held)
+
+
+@contextlib.contextmanager
+def maintenance_lock(
+    conn: psycopg.Connection, *tables: str | int, wait_s: float = 0.0, poll_s: float = 0.5
+) -> Iterator[tuple[LockScope, ...]]:
+    """Hold the maintenance lock scope (``table_lock_scope``) of each of ``tables``.
+
+    Advisory locks are per database; a table's scope is shared by every job that changes
+    or moves its data or structure, whichever partition it names. Jobs on a partitioned
+    table take it through ``recovery.table_maintenance``, which also repairs what an
+    interrupted job left.
+    """
+    if not tables:
+        raise ValueError("maintenance_lock needs at least one table")
+    scopes = [table_lock_scope(conn, table) for table in tables]
+    if not conn.autocommit:
+        conn.commit()
+    with hold_scopes(conn, scopes, wait_s=wait_s, poll_s=poll_s) as held:
+        yield held

@@ -10,15 +10,18 @@ refuses. Nothing here trusts that a Dagster check ran.
 
 Detach: ``DETACH PARTITION ... CONCURRENTLY`` (on its own autocommit session)
 when PostgreSQL allows it, which it does not while the parent has a DEFAULT
-partition; then a plain DETACH under a short lock_timeout with retries. A
-concurrent detach that was interrupted leaves the partition "detach pending";
-the next run finishes it with ``DETACH PARTITION ... FINALIZE``. Progress is
-journalled in the backup store so a run killed after the detach finishes the
-job next time.
+partition; then a plain DETACH under a short lock_timeout with retries. Progress
+is journalled in the backup store (``detaching`` before the detach, ``detached``
+after it, ``done`` after the drop). A run killed anywhere leaves something the
+next job on the table repairs when it takes the table (``recovery``): a pending
+concurrent detach is finalized, an interrupted retirement is finished with the
+proof or its table attached again, a journal whose table is gone is recorded
+done when a verified backup of the month exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,7 +30,7 @@ from typing import Optional
 import psycopg
 from psycopg import errors, sql
 
-from . import db
+from . import db, recovery  # recovery uses this module too: module references, no cycle
 from .backups.fingerprint import Fingerprint, fingerprint, row_count
 from .backups.policy import RetentionPolicy
 from .backups.restore import attach_month
@@ -54,11 +57,13 @@ class Step:
 
 @dataclass
 class RetirementPlan:
-    parent: str
+    parent: str  # the table, as SQL names it
     month: date
     cutoff: date
     policy: RetentionPolicy
-    status: str  # "retire" | "resume" | "already-retired" | "nothing-to-retire" | "refused"
+    # "retire" | "resume" (finish a detached table) | "record-done" (the table is gone and the proof
+    # holds: only the journal's last write is missing) | "already-retired" | "nothing-to-retire" | "refused"
+    status: str
     refusal: Optional[str] = None
     table_oid: Optional[int] = None
     table_schema: Optional[str] = None
@@ -67,10 +72,15 @@ class RetirementPlan:
     backup: Optional[Generation] = None
     current_rows: Optional[int] = None
     steps: list[Step] = field(default_factory=list)
+    store_table: Optional[str] = None  # the table's folder in the backup store, if not ``parent``
+
+    @property
+    def store_key(self) -> str:
+        return self.store_table or self.parent
 
     @property
     def changes_something(self) -> bool:
-        return self.status in ("retire", "resume")
+        return self.status in ("retire", "resume", "record-done")
 
     def to_markdown(self) -> str:
         lines = [
@@ -109,6 +119,7 @@ class RetirementResult:
     archived_as: Optional[str]
     detach_attempts: int
     seconds: float
+    recovery: Optional["recovery.Recovery"] = None  # what taking the table repaired first
 
 
 # ---------------------------------------------------------------------------
@@ -120,7 +131,7 @@ def _detach_pending(conn: psycopg.Connection, oid: int) -> bool:
     return bool(row and row[0])
 
 
-def _standalone_table(conn: psycopg.Connection, oid: int) -> Optional[tuple[str, str]]:
+def standalone_table(conn: psycopg.Connection, oid: int) -> Optional[tuple[str, str]]:
     return conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.oid = %s AND c.relkind = 'r' AND NOT c.relispartition",
@@ -179,66 +190,108 @@ def plan_retirement(
             conn.rollback()
 
 
-def _refuse(plan: RetirementPlan, why: str) -> RetirementPlan:
+def refuse(plan: RetirementPlan, why: str) -> RetirementPlan:
     plan.status, plan.refusal, plan.steps = "refused", why, []
     return plan
+
+
+def journal_policy(journal: dict) -> Optional[RetentionPolicy]:
+    """The action a journalled retirement was started with; None when the journal does not say."""
+    action = journal.get("action")
+    if action == "drop":
+        return RetentionPolicy(action=action)
+    if action == "archive-schema" and journal.get("archive_schema"):
+        return RetentionPolicy(action=action, archive_schema=journal["archive_schema"])
+    return None
 
 
 def _fill_plan(conn: psycopg.Connection, store: BackupStore, plan: RetirementPlan) -> RetirementPlan:
     parent, month, policy = plan.parent, plan.month, plan.policy
     if month >= plan.cutoff:
-        return _refuse(plan, f"{month:%Y-%m} is inside the retention window ({policy.retention}: months from "
-                             f"{plan.cutoff:%Y-%m} on are kept)")
-    database = conn.info.dbname
-    journal = store.read_retirement(database, parent, month)
+        return refuse(plan, f"{month:%Y-%m} is inside the retention window ({policy.retention}: months from "
+                            f"{plan.cutoff:%Y-%m} on are kept)")
+    journal = store.read_retirement(conn.info.dbname, plan.store_key, month)
     partition: Optional[Partition] = partition_for_month(conn, parent, month)
-    if partition is not None:
-        if partition.is_partitioned:
-            return _refuse(plan, f"{partition.schema}.{partition.name} is itself partitioned; not supported")
-        plan.table_oid, plan.table_schema, plan.table_name = partition.oid, partition.schema, partition.name
-        if _detach_pending(conn, partition.oid):
-            plan.detach_mode = DETACH_FINALIZE
-        elif default_partition(conn, parent) is None and conn.info.server_version >= 140000:
-            plan.detach_mode = DETACH_CONCURRENT
-        else:
-            plan.detach_mode = DETACH_PLAIN
-    elif journal and journal.get("state") in ("detaching", "detached") and journal.get("table_oid"):
-        standalone = _standalone_table(conn, journal["table_oid"])
-        if standalone is None:
-            return _refuse(plan, f"journal says {journal.get('table')} was being retired but it is neither "
-                                 "attached nor a standalone table any more; inspect it by hand")
-        plan.status = "resume"
-        plan.table_oid = journal["table_oid"]
-        plan.table_schema, plan.table_name = standalone
-    else:
+    if partition is None and journal and journal.get("state") in recovery.RETIRING_STATES:
+        return _plan_journalled(conn, store, plan, journal)
+    if partition is None:
         plan.status = "already-retired" if journal and journal.get("state") == "done" else "nothing-to-retire"
         return plan
+    if partition.is_partitioned:
+        return refuse(plan, f"{partition.schema}.{partition.name} is itself partitioned; not supported")
+    plan.table_oid, plan.table_schema, plan.table_name = partition.oid, partition.schema, partition.name
+    if _detach_pending(conn, partition.oid):
+        plan.steps.append(Step("recover", None, "an interrupted DETACH CONCURRENTLY left it pending: taking the "
+                                                "table finalizes it and attaches it again first"))
+    plan.detach_mode = (DETACH_CONCURRENT if default_partition(conn, parent) is None
+                        and conn.info.server_version >= 140000 else DETACH_PLAIN)
+    return _prove_and_list_steps(conn, plan, *_proof(store, conn.info.dbname, plan.store_key, month))
 
-    backup, why = _proof(store, database, parent, month)
+
+def plan_journalled(conn: psycopg.Connection, store: BackupStore, *, parent: str, store_table: str, month: date,
+                    journal: dict, policy: RetentionPolicy) -> RetirementPlan:
+    """How to finish a retirement its journal says was under way (no retention window: that
+    decision was taken when it started). Reads only."""
+    plan = RetirementPlan(parent=parent, month=month, cutoff=month, policy=policy, status="resume",
+                          store_table=store_table)
+    try:
+        return _plan_journalled(conn, store, plan, journal)
+    finally:
+        if not conn.autocommit:
+            conn.rollback()
+
+
+def _plan_journalled(conn: psycopg.Connection, store: BackupStore, plan: RetirementPlan,
+                     journal: dict) -> RetirementPlan:
+    oid, shown = journal.get("table_oid"), journal.get("table")
+    standalone = standalone_table(conn, oid) if oid else None
+    backup, why = _proof(store, conn.info.dbname, plan.store_key, plan.month)
+    plan.status, plan.backup = "resume", backup
+    if standalone is None:
+        if backup is None:
+            return refuse(plan, f"journal says {shown} was being retired; it is neither attached nor a standalone "
+                                f"table any more and {why}: inspect it by hand")
+        plan.status = "record-done"
+        plan.steps.append(Step("record", None, f"{shown} is gone and the verified backup {backup.name} holds its "
+                                               "rows: the retirement finished before its journal said so"))
+        return plan
+    plan.table_oid = oid
+    plan.table_schema, plan.table_name = standalone
+    if plan.policy.action == "archive-schema" and plan.table_schema == plan.policy.archive_schema and backup:
+        plan.status = "record-done"
+        plan.steps.append(Step("record", None, f"{plan.table_schema}.{plan.table_name} is already in the archive "
+                                               "schema: the retirement finished before its journal said so"))
+        return plan
+    return _prove_and_list_steps(conn, plan, backup, why)
+
+
+def _prove_and_list_steps(conn: psycopg.Connection, plan: RetirementPlan, backup: Optional[Generation],
+                          why: str) -> RetirementPlan:
+    """Refuse without the proof (``backup``, or ``why`` not); else list the steps that detach
+    (if attached) and finish."""
     if backup is None:
-        return _refuse(plan, why)
+        return refuse(plan, why)
     plan.backup = backup
     m = backup.manifest
     # A count here (cheap); the full checksum is compared after the detach, under lock.
     plan.current_rows = row_count(conn, plan.table_schema, plan.table_name)
     if plan.current_rows != m.rows:
-        return _refuse(plan, (
+        return refuse(plan, (
             f"stale backup: {plan.table_schema}.{plan.table_name} has {plan.current_rows} rows now but the "
             f"verified backup {backup.name} holds {m.rows}; rows were added or removed after the dump: "
             "back the month up again"))
 
     table = sql.Identifier(plan.table_schema, plan.table_name)
-    parent_id = qualified_name(conn, parent)
+    parent_id = qualified_name(conn, plan.parent)
     if plan.status == "retire":
         why = {DETACH_CONCURRENT: "no DEFAULT partition: readers and writers are not blocked",
                DETACH_PLAIN: "the parent has a DEFAULT partition, so PostgreSQL refuses CONCURRENTLY; "
-                             "short lock_timeout with retries",
-               DETACH_FINALIZE: "an interrupted concurrent detach left it pending"}[plan.detach_mode]
+                             "short lock_timeout with retries"}[plan.detach_mode]
         plan.steps.append(Step("detach", _detach_sql(parent_id, table, plan.detach_mode).as_string(conn), why))
     plan.steps.append(Step("recount", None, "lock the detached table and compare row count and checksum with "
                                             "the backup; re-attach and stop if they differ"))
-    for statement in _finish_sql(table, policy):
-        plan.steps.append(Step(policy.action, statement.as_string(conn), "in the recount's transaction"))
+    for statement in _finish_sql(table, plan.policy):
+        plan.steps.append(Step(plan.policy.action, statement.as_string(conn), "in the recount's transaction"))
     return plan
 
 
@@ -260,7 +313,7 @@ def _detach_concurrently(conninfo: str, parent: sql.Composable, table: sql.Compo
                 if attempt == policy.attempts:
                     raise db.LockRetriesExhausted(
                         f"detach of oid {oid}: lock not granted after {policy.attempts} attempts; "
-                        + ("it is left 'detach pending' and the next run finalizes it"
+                        + ("it is left 'detach pending' and the next job on the table finalizes it"
                            if _detach_pending(session, oid) else "nothing was changed")) from None
                 if _detach_pending(session, oid):
                     mode = DETACH_FINALIZE
@@ -268,13 +321,15 @@ def _detach_concurrently(conninfo: str, parent: sql.Composable, table: sql.Compo
     raise AssertionError("unreachable")
 
 
-def _detach(conn, conninfo: str, plan: RetirementPlan, policy: db.RetryPolicy) -> int:
+def _detach(conn, conninfo: Optional[str], plan: RetirementPlan, policy: db.RetryPolicy) -> int:
     parent_id = qualified_name(conn, plan.parent)
     table = sql.Identifier(plan.table_schema, plan.table_name)
     conn.rollback()
     if plan.detach_mode == DETACH_PLAIN:
         return db.run_ddl(conn, [_detach_sql(parent_id, table, DETACH_PLAIN)],
                           what=f"detach {plan.table_schema}.{plan.table_name}", policy=policy).attempts
+    if conninfo is None:
+        raise ValueError("a concurrent detach needs conninfo (it runs on its own autocommit session)")
     return _detach_concurrently(conninfo, parent_id, table, plan.table_oid, plan.detach_mode, policy)
 
 
@@ -288,25 +343,38 @@ def apply_retirement(
     store: BackupStore,
     plan: RetirementPlan,
     *,
-    conninfo: str,
+    conninfo: Optional[str] = None,
     policy: db.RetryPolicy = db.RetryPolicy(),
 ) -> RetirementResult:
-    """Carry out ``plan``. Call with the maintenance lock held (``retire_month`` does)."""
+    """Carry out ``plan``. Call with the table's maintenance lock held (``retire_month`` and
+    ``recovery`` do). ``conninfo`` is needed for a concurrent detach only."""
     started = time.monotonic()
     if plan.status == "refused":
         raise RetentionRefused(plan.refusal)
     if not plan.changes_something:
         return RetirementResult(plan, None, None, 0, None, 0, round(time.monotonic() - started, 3))
-    database, parent, month = conn.info.dbname, plan.parent, plan.month
+    database, parent, month, key = conn.info.dbname, plan.parent, plan.month, plan.store_key
     m = plan.backup.manifest
     record = {"table_oid": plan.table_oid, "table": f"{plan.table_schema}.{plan.table_name}",
               "backup_generation": plan.backup.name, "detach_mode": plan.detach_mode,
-              "action": plan.policy.action}
+              "action": plan.policy.action, "archive_schema": plan.policy.archive_schema,
+              # whose lock scope must finish it (recovery), whatever the search_path
+              "root_oid": db.table_lock_scope(conn, parent).objid}
+    db.end_read(conn)
+    if plan.status == "record-done":
+        journal = store.read_retirement(database, key, month) or {}
+        archived_as = (f"{plan.table_schema}.{plan.table_name}" if plan.table_name else None)
+        store.write_retirement(database, key, month, {
+            **journal, "state": "done", "rows": m.rows, "archived_as": archived_as,
+            "backup_generation": plan.backup.name,
+            "note": "the table was already retired when the journal's last write was made"})
+        return RetirementResult(plan, None, plan.policy.action, m.rows, archived_as, 0,
+                                round(time.monotonic() - started, 3))
     attempts = 0
     if plan.status == "retire":
-        store.write_retirement(database, parent, month, {**record, "state": "detaching"})
+        store.write_retirement(database, key, month, {**record, "state": "detaching"})
         attempts = _detach(conn, conninfo, plan, policy)
-        store.write_retirement(database, parent, month, {**record, "state": "detached"})
+        store.write_retirement(database, key, month, {**record, "state": "detached"})
 
     table = sql.Identifier(plan.table_schema, plan.table_name)
     archived_as = (f"{plan.policy.archive_schema}.{plan.table_name}"
@@ -322,7 +390,7 @@ def apply_retirement(
 
     def recount_then_finish(c: psycopg.Connection) -> None:
         c.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
-        if _standalone_table(c, plan.table_oid) is None:
+        if standalone_table(c, plan.table_oid) is None:
             raise RetentionRefused(f"{plan.table_schema}.{plan.table_name} is not a detached table any more")
         counted["now"] = now = fingerprint(c, plan.table_schema, plan.table_name, m.columns)
         if not now.matches(m.rows, m.row_checksum):
@@ -335,14 +403,14 @@ def apply_retirement(
                       policy=policy)
     except _ChangedAfterDetach as changed:
         attach_month(conn, parent, plan.table_schema, plan.table_name, month, policy=policy)
-        store.clear_retirement(database, parent, month)
+        store.clear_retirement(database, key, month)
         raise RetentionRefused(
             f"{plan.table_schema}.{plan.table_name} held {changed.counted.rows} rows (checksum "
             f"{changed.counted.checksum}) after the detach but the backup {plan.backup.name} holds {m.rows} "
             f"({m.row_checksum}): rows changed since the dump. It was re-attached unchanged: back the month "
             "up again"
         ) from None
-    store.write_retirement(database, parent, month, {**record, "state": "done", "rows": m.rows,
+    store.write_retirement(database, key, month, {**record, "state": "done", "rows": m.rows,
                                                      "archived_as": archived_as})
     return RetirementResult(plan, plan.detach_mode, plan.policy.action, counted["now"].rows, archived_as,
                             attempts, round(time.monotonic() - started, 3))
@@ -360,13 +428,20 @@ def retire_month(
     dry_run: bool = False,
     retry: db.RetryPolicy = db.RetryPolicy(),
 ) -> RetirementResult | RetirementPlan:
-    """Plan under the maintenance lock, then apply; a dry run returns the plan (refused or
-    not) and changes nothing. Applying a refused plan raises ``RetentionRefused``."""
+    """Take the table (``recovery.table_maintenance``: its lock scope, then the repair of
+    interrupted jobs, which may finish this very month), plan, then apply; a dry run returns
+    the plan (refused or not) and changes nothing. Applying a refused plan raises
+    ``RetentionRefused``."""
     if dry_run:
         return plan_retirement(conn, store, parent=parent, month=month, policy=policy, today=today)
-    with db.maintenance_lock(conn, parent):
-        plan = plan_retirement(conn, store, parent=parent, month=month, policy=policy, today=today)
-        return apply_retirement(conn, store, plan, conninfo=conninfo, policy=retry)
+    with recovery.table_maintenance(conn, parent, store=store, retry=retry) as recovered:
+        finished = recovered.retired.get((parent, month_start(month)))
+        if finished is not None:  # taking the table finished this very month
+            finished.plan.cutoff = policy.cutoff(today)
+        else:
+            plan = plan_retirement(conn, store, parent=parent, month=month, policy=policy, today=today)
+            finished = apply_retirement(conn, store, plan, conninfo=conninfo, policy=retry)
+    return dataclasses.replace(finished, recovery=recovered)
 
 
 def attached_past_retention(

@@ -69,7 +69,15 @@ def test_run_ddl_retries_then_fails_cleanly_when_lock_is_held(fresh_database):
         holder.close()
 
 
+def _lock_test_tables(conninfo):
+    with db.connect(conninfo) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS event_logs (at timestamptz) PARTITION BY RANGE (at)")
+        conn.execute("CREATE TABLE IF NOT EXISTS celestial_bodies (id int)")
+        conn.commit()
+
+
 def test_maintenance_lock_reports_the_holder(fresh_database):
+    _lock_test_tables(fresh_database)
     first = db.connect(fresh_database, application_name="cosmic_ops:first-run")
     second = db.connect(fresh_database, application_name="cosmic_ops:second-run")
     try:

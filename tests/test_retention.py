@@ -7,16 +7,18 @@ from datetime import date
 import psycopg
 import pytest
 
-from cosmic_ops import db, schema
+from cosmic_ops import db
 from cosmic_ops.backups import RetentionPolicy, backup_month, restore_month, verify_month_backup
 from cosmic_ops.backups.policy import PolicyError
-from cosmic_ops.partitions.catalog import default_partition, partition_for_month
+from cosmic_ops.partitions.catalog import partition_for_month
 from cosmic_ops.retention import (
-    DETACH_CONCURRENT, DETACH_FINALIZE, DETACH_PLAIN, RetentionRefused, apply_retirement, plan_retirement,
+    DETACH_CONCURRENT, DETACH_PLAIN, RetentionRefused, apply_retirement, plan_retirement,
     retire_month,
 )
 
-from .backups.helpers import TODAY, add_rows, make_month, month_rows, scratch_exists, store_and_client
+from .backups.helpers import (
+    TODAY, add_rows, bootstrap_without_default, make_month, month_rows, scratch_exists, store_and_client,
+)
 
 POLICY = RetentionPolicy()
 
@@ -241,15 +243,7 @@ def test_run_killed_after_detach_finishes_next_time(months, tmp_path):
 
 @pytest.fixture()
 def no_default(new_database):
-    with db.connect(new_database) as conn:
-        schema.bootstrap(conn)
-        conn.execute("ALTER TABLE event_logs DETACH PARTITION event_logs_default")
-        conn.execute("DROP TABLE event_logs_default")
-        conn.commit()
-        for m in (1, 2):
-            make_month(conn, date(2025, m, 1), 200)
-        assert default_partition(conn, "event_logs") is None
-    return new_database
+    return bootstrap_without_default(new_database, [date(2025, 1, 1), date(2025, 2, 1)], 200)
 
 
 def test_detaches_concurrently_without_default(no_default, tmp_path):
@@ -285,7 +279,11 @@ def test_interrupted_concurrent_detach_is_finalized(no_default, tmp_path):
                                "WHERE inhrelid = 'event_logs_2025_02'::regclass").fetchone()[0]
         assert pending
         plan = plan_retirement(conn, store, month=month, policy=POLICY, today=TODAY)
-    assert plan.detach_mode == DETACH_FINALIZE and "FINALIZE" in plan.to_markdown()
+    # No journal explains that detach: taking the table finalizes it and attaches it
+    # again (the dry run says so), then the month is retired as usual.
+    assert plan.detach_mode == DETACH_CONCURRENT and "finalizes it and attaches it again" in plan.to_markdown()
     result = _retire(no_default, store, month)
-    assert result.detach_mode == DETACH_FINALIZE and result.rows_retired == 200
+    assert result.detach_mode == DETACH_CONCURRENT and result.rows_retired == 200
+    assert any("finalized the interrupted DETACH CONCURRENTLY of public.event_logs_2025_02" in line
+               for line in result.recovery.actions)
     assert _attached(no_default, month) is None

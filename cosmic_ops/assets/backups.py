@@ -14,6 +14,7 @@ from ..backups import (
     RetentionPolicy, Verification, backup_month, full_backup as run_full_backup, pitr_readiness,
     restore_month, verify_full_backup, verify_month_backup,
 )
+from ..backups.month import BACKED_UP
 from ..backups.store import Generation
 from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
@@ -100,9 +101,14 @@ def event_log_backups(
                                   keep_generations=config.keep_generations)
     except _OPERATIONAL as exc:
         raise dg.Failure(description=str(exc)) from None
-    context.log.info("backed up %s rows of %s to %s", result.generation.manifest.rows, month,
-                     result.generation.path)
+    if result.status == BACKED_UP:
+        context.log.info("backed up %s rows of %s to %s", result.generation.manifest.rows, month,
+                         result.generation.path)
+    else:
+        context.log.info("%s has no partition any more (%s): its verified backup %s stands, nothing was dumped",
+                         month, result.status, result.generation.name)
     return dg.MaterializeResult(metadata={
+        "status": result.status,
         **_manifest_metadata(result.generation),
         "pruned_generations": dg.MetadataValue.json(list(result.pruned)),
     })
@@ -264,7 +270,8 @@ def restore_event_log_month_op(
     summary = {"table": f"{result.schema}.{result.table}", "attached": result.attached, "rows": result.rows,
                "row_checksum": result.row_checksum, "generation": result.generation,
                "resumed": result.resumed, "seconds": result.seconds}
-    context.add_output_metadata(summary)
+    context.add_output_metadata({**summary, "recovered": dg.MetadataValue.json(list(result.recovered))}
+                                if result.recovered else summary)
     return summary
 
 

@@ -64,8 +64,8 @@ def month_of(partition_key: str) -> date:
     return date.fromisoformat(partition_key)
 
 
-# One maintenance run per database at a time (dagster.yaml sets the pool limit to 1);
-# the PostgreSQL advisory lock in cosmic_ops.db backs it up across deployments.
+# One maintenance run per database at a time (dagster.yaml sets the pool limit to 1); each
+# table's advisory lock scope (cosmic_ops.db.table_lock_scope) backs it up across deployments.
 MAINTENANCE_POOL = "cosmic_maintenance"
 
 # Row-lifecycle assets (archive, compression): monthly, in the maintenance pool, and a

@@ -37,6 +37,7 @@ from ..partitions.state import (
     describe_month,
 )
 from ..resources import PostgresResource
+from ..resources.backup_store import BackupStoreResource
 from .common import MAINTENANCE_POOL, MONTHLY, as_of_tags, month_of, run_clock
 
 POLICY = EVENT_LOGS_POLICY
@@ -89,12 +90,13 @@ def _run_months(context) -> list[date]:
                 "storage settings; created outside the tree, CHECKed, attached; rows for M in DEFAULT move in.",
 )
 def event_log_partitions(
-    context: dg.AssetExecutionContext, config: EventLogPartitionsConfig, postgres: PostgresResource
+    context: dg.AssetExecutionContext, config: EventLogPartitionsConfig, postgres: PostgresResource,
+    backup_store: BackupStoreResource,
 ) -> dg.MaterializeResult:
     months = _run_months(context)
     with postgres.connect(purpose="event_log_partitions") as conn:
         result = ensure_months(conn, POLICY, months, dry_run=config.dry_run, retry=config.retry(),
-                               lock_wait_s=config.maintenance_lock_wait_s)
+                               lock_wait_s=config.maintenance_lock_wait_s, store=backup_store.store())
         plan_md = result.plan.to_markdown(conn)
         if config.dry_run:
             context.log.info("dry run: %d action(s) planned, nothing changed", len(result.plan.actions))
@@ -114,6 +116,7 @@ def event_log_partitions(
         "lock_wait_s": round(result.lock_wait_s, 3),
         "lock_attempts": max((r.attempts for r in result.results), default=0),
         "plan": dg.MetadataValue.md(plan_md),
+        **{key: dg.MetadataValue.json(lines) for key, lines in result.recovery.metadata().items()},
     }
     if len(months) == 1:
         one = facts[months[0]]
@@ -245,10 +248,11 @@ class RehomeConfig(LockSettings):
 
 @dg.op(pool=MAINTENANCE_POOL, description="Move DEFAULT rows into their months, one month per transaction.")
 def rehome_default_rows_op(context: dg.OpExecutionContext, config: RehomeConfig,
-                           postgres: PostgresResource) -> None:
+                           postgres: PostgresResource, backup_store: BackupStoreResource) -> None:
     with postgres.connect(purpose="rehome default") as conn:
         result = rehome_default_rows(conn, POLICY, max_months=config.max_months, dry_run=config.dry_run,
-                                     retry=config.retry(), lock_wait_s=config.maintenance_lock_wait_s)
+                                     retry=config.retry(), lock_wait_s=config.maintenance_lock_wait_s,
+                                     store=backup_store.store())
         created_facts = {r.action.month: describe_month(conn, POLICY, r.action.month) for r in result.results}
     for month, facts in created_facts.items():
         key = f"{month:%Y-%m-%d}"
@@ -266,6 +270,7 @@ def rehome_default_rows_op(context: dg.OpExecutionContext, config: RehomeConfig,
         "rows_with_null_key": result.unplaceable_rows,
         "dry_run": result.dry_run,
         "plan": dg.MetadataValue.md(result.plan_markdown),
+        "recovered": dg.MetadataValue.json(result.recovered),
     }))
     if result.conflicts:
         raise dg.Failure(description="some months could not be created: " + "; ".join(result.conflicts),

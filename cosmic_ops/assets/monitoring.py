@@ -9,7 +9,8 @@
 - ``partitioned_parent_statistics``: ANALYZE of every partitioned parent, after
   structural changes (sensor) and nightly (schedule).
 Maintenance takes the Dagster pool ``MAINTENANCE_POOL`` and, in the database, the
-advisory lock of the table (``db.maintenance_lock``).
+table (``recovery.table_maintenance``: the lock scope of the root of its partition tree,
+then the repair of what an interrupted job left, which needs the backup store).
 """
 
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from ..monitoring.maintenance import ActionResult, MaintenanceAction
 from ..backups.policy import RetentionPolicy
 from ..partitions.catalog import partition_for_month
 from ..resources import PostgresResource
+from ..resources.backup_store import BackupStoreResource
 from ..retention import attached_past_retention
 from .common import MAINTENANCE_POOL, MONTHLY, PlainIdentifier, month_of, parsed_by, run_clock
 
@@ -133,6 +135,7 @@ def run_maintenance(
     postgres: PostgresResource,
     config: MaintenanceRunConfig,
     plan: Callable[[psycopg.Connection], Sequence[MaintenanceAction]],
+    backup_store: BackupStoreResource,
 ) -> dict[str, Any]:
     """Plan on an autocommit session, then (unless dry run) apply under the tables' maintenance
     locks. A busy lock fails the run with the holder's name: it never passes as success."""
@@ -147,7 +150,8 @@ def run_maintenance(
         if config.dry_run:
             return metadata
         try:
-            results = monitoring.apply(conn, actions, lock_wait_s=lock_wait_s, log=context.log.info)
+            results = monitoring.apply(conn, actions, lock_wait_s=lock_wait_s, log=context.log.info,
+                                       store=backup_store.store())
         except db.MaintenanceLockBusy as busy:
             raise dg.Failure(description=str(busy), metadata=metadata) from None
     return {**metadata, **_results_metadata(results)}
@@ -171,7 +175,7 @@ def _results_metadata(results: Sequence[ActionResult]) -> dict[str, Any]:
 
 @dg.op(name=VACUUM_OP, pool=MAINTENANCE_POOL, description="VACUUM/ANALYZE of named leaf tables")
 def vacuum_partitions(context: dg.OpExecutionContext, config: VacuumPartitionsConfig,
-                      postgres: PostgresResource) -> dg.Output[None]:
+                      postgres: PostgresResource, backup_store: BackupStoreResource) -> dg.Output[None]:
     relations = [(config.schema_name, table) for table in config.tables]
 
     def plan(conn: psycopg.Connection) -> list[MaintenanceAction]:
@@ -179,7 +183,7 @@ def vacuum_partitions(context: dg.OpExecutionContext, config: VacuumPartitionsCo
             return monitoring.plan_analyze(conn, relations)
         return monitoring.plan_vacuum(conn, relations, analyze=config.mode == "vacuum_analyze")
 
-    return dg.Output(None, metadata=run_maintenance(context, postgres, config, plan))
+    return dg.Output(None, metadata=run_maintenance(context, postgres, config, plan, backup_store))
 
 
 @dg.job(
@@ -200,7 +204,7 @@ def vacuum_partition_job():
     description="VACUUM (ANALYZE) of one event_logs month; backfill a range to vacuum several.",
 )
 def event_log_vacuum(context: dg.AssetExecutionContext, config: VacuumConfig,
-                     postgres: PostgresResource) -> dg.MaterializeResult:
+                     postgres: PostgresResource, backup_store: BackupStoreResource) -> dg.MaterializeResult:
     month = month_of(context.partition_key)
 
     def plan(conn: psycopg.Connection) -> list[MaintenanceAction]:
@@ -211,7 +215,7 @@ def event_log_vacuum(context: dg.AssetExecutionContext, config: VacuumConfig,
                 f"{context.partition_key} first; nothing was vacuumed")
         return monitoring.plan_vacuum(conn, [partition.qualified], analyze=config.analyze)
 
-    metadata = run_maintenance(context, postgres, config, plan)
+    metadata = run_maintenance(context, postgres, config, plan, backup_store)
     return dg.MaterializeResult(metadata={"month": f"{month:%Y-%m}", **metadata})
 
 
@@ -224,11 +228,12 @@ def event_log_vacuum(context: dg.AssetExecutionContext, config: VacuumConfig,
                 "never analyzes a partitioned parent, so its statistics go stale after structural changes.",
 )
 def partitioned_parent_statistics(context: dg.AssetExecutionContext, config: MaintenanceRunConfig,
-                                  postgres: PostgresResource) -> dg.MaterializeResult:
+                                  postgres: PostgresResource, backup_store: BackupStoreResource
+                                  ) -> dg.MaterializeResult:
     def plan(conn: psycopg.Connection) -> list[MaintenanceAction]:
         return monitoring.plan_analyze(conn, monitoring.partitioned_roots(conn))
 
-    return dg.MaterializeResult(metadata=run_maintenance(context, postgres, config, plan))
+    return dg.MaterializeResult(metadata=run_maintenance(context, postgres, config, plan, backup_store))
 
 
 monitoring_snapshot_job = dg.define_asset_job(

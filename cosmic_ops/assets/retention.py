@@ -77,6 +77,8 @@ def event_log_retention(
     if not isinstance(outcome, RetirementPlan):
         metadata.update(rows_retired=outcome.rows_retired, seconds=outcome.seconds,
                         detach_attempts=outcome.detach_attempts, archived_as=outcome.archived_as or "")
+        if outcome.recovery:
+            metadata.update({key: dg.MetadataValue.json(lines) for key, lines in outcome.recovery.metadata().items()})
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -61,7 +61,8 @@ def full_backup(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     database = conn.info.dbname
     folder = store.full_dir(database)
-    with db.maintenance_lock(conn, "backups:full"):
+    # Reads only: no table's maintenance lock, just the lock of its folder in the store.
+    with db.hold_scopes(conn, [db.store_lock_scope(conn, str(folder.relative_to(store.root)))]):
         store.remove_stale_staging(folder)
         started = time.monotonic()
         with store.staging(folder) as (staging, generation):

@@ -3,6 +3,12 @@
 The row count and checksum in the manifest are taken in the very snapshot pg_dump
 uses (``pg_export_snapshot`` + ``--snapshot``), so they describe the dump exactly
 even while the game keeps writing.
+
+A backup only reads the table, so it does not take the table's maintenance lock scope
+and may run beside the jobs that change it; it holds the lock of its folder in the
+store instead (two backups of one month must not clear each other's staging). A month
+without a partition whose retirement journal says it is retired, or being retired, with
+a verified backup is not an error: the run reports that backup and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from ..partitions.catalog import partition_for_month
 from ..timeutil import month_start
 from .fingerprint import fingerprint, table_columns
 from .policy import checked_keep_generations
+from .restore import RestoreRefused, newest_proven_generation
 from .store import BackupStore, Generation, Manifest, sha256_of, size_of, utc_now
 from .tools import PgClient, RunningTool
 
@@ -26,11 +33,17 @@ class NoPartitionToBackUp(LookupError):
     """The month has no attached partition; nothing was written."""
 
 
+BACKED_UP = "backed-up"
+ALREADY_RETIRED = "already-retired"  # journal "done": the backup it relied on is reported
+BEING_RETIRED = "being-retired"  # journal "detaching"/"detached" with a verified backup
+
+
 @dataclass(frozen=True)
 class BackupResult:
     generation: Generation
     pruned: tuple[str, ...]
     stale_staging_removed: tuple[str, ...]
+    status: str = BACKED_UP
 
     @property
     def mb_per_s(self) -> float:
@@ -64,6 +77,23 @@ def _default_sequences(conn: psycopg.Connection, table_oid: int) -> list[tuple[s
     ).fetchall()
 
 
+def _retired_month(store: BackupStore, database: str, parent: str, month: date,
+                   stale: tuple[str, ...]) -> BackupResult:
+    """No partition: fine if the journal says the month is retired or being retired and a
+    verified, intact backup of it exists (a retirement job's rerun); else nothing to back up."""
+    journal = store.read_retirement(database, parent, month) or {}
+    state = journal.get("state")
+    try:
+        proof = newest_proven_generation(store, database, parent, month)
+    except RestoreRefused:
+        proof = None
+    if state in ("done", "detaching", "detached") and proof is not None:
+        return BackupResult(proof, (), stale, ALREADY_RETIRED if state == "done" else BEING_RETIRED)
+    why = (f"; its retirement journal says {state!r} but no verified, intact backup of it is left" if state
+           else "")
+    raise NoPartitionToBackUp(f"{parent} has no partition for {month:%Y-%m}{why}; nothing was backed up")
+
+
 def backup_month(
     conn: psycopg.Connection,
     store: BackupStore,
@@ -81,12 +111,12 @@ def backup_month(
         raise RuntimeError("backup_month needs an idle connection (it opens its own snapshot)")
     database = conn.info.dbname
     folder = store.month_dir(database, parent, month)
-    with db.maintenance_lock(conn, f"backups:{parent}"):
+    with db.hold_scopes(conn, [db.store_lock_scope(conn, str(folder.relative_to(store.root)))]):
         stale = store.remove_stale_staging(folder)
         partition = partition_for_month(conn, parent, month)
         conn.commit()
         if partition is None:
-            raise NoPartitionToBackUp(f"{parent} has no partition for {month:%Y-%m}; nothing was backed up")
+            return _retired_month(store, database, parent, month, tuple(stale))
         started = time.monotonic()
         with store.staging(folder) as (staging, generation):
             file_name = f"{partition.name}.dump" if partition.name.isidentifier() else "partition.dump"

@@ -41,6 +41,7 @@ class RestoreResult:
     generation: str
     resumed: bool
     seconds: float
+    recovered: tuple[str, ...] = ()  # what taking the table repaired first
 
 
 def newest_proven_generation(store: BackupStore, database: str, parent: str, month: date) -> Generation:
@@ -106,10 +107,14 @@ def restore_month(
     policy: db.RetryPolicy = db.RetryPolicy(),
 ) -> RestoreResult:
     """``table=None``: restore as the month's partition (re-attached). Otherwise into
-    ``schema.table`` (schema defaults to the partition's), left standalone."""
+    ``schema.table`` (schema defaults to the partition's), left standalone. Either way it
+    holds ``parent``'s maintenance lock scope: a new table of the month, or the month
+    itself, must not appear while another job changes the table."""
+    from ..recovery import table_maintenance  # recovery -> retention -> this package: import when used
+
     started = time.monotonic()
     month = month_start(month)
-    with db.maintenance_lock(conn, parent):
+    with table_maintenance(conn, parent, store=store, retry=policy) as recovered:
         generation = newest_proven_generation(store, conn.info.dbname, parent, month)
         m = generation.manifest
         as_partition = table is None
@@ -163,4 +168,5 @@ def restore_month(
         schema=target_schema, table=target_name, attached=as_partition, rows=counted.rows,
         row_checksum=counted.checksum, generation=generation.name, resumed=resumed,
         seconds=round(time.monotonic() - started, 3),
+        recovered=tuple(recovered.lines),
     )

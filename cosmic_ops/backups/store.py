@@ -308,3 +308,14 @@ class BackupStore:
         path = self.month_dir(database, table, month) / RETIREMENT
         if path.exists():
             path.unlink()
+
+    def retirement_journals(self, database: str) -> Iterator[tuple[str, date, dict[str, Any]]]:
+        """(table folder, month, record) of every retirement journal of ``database``. The
+        folder is the table's name as the jobs gave it (``event_logs``)."""
+        base = self.root / _segment(database)
+        for path in sorted(base.glob(f"*/*/{RETIREMENT}")) if base.is_dir() else []:
+            try:
+                month = datetime.strptime(path.parent.name, "%Y-%m").date()
+            except ValueError:
+                continue
+            yield path.parent.parent.name, month, json.loads(path.read_text())

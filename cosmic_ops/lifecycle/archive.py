@@ -5,6 +5,10 @@ committed on its own: a row is either still live or already archived, never both
 never neither, whenever the process dies. ``FOR UPDATE SKIP LOCKED`` (the default)
 keeps a game transaction holding a row from blocking a batch; without it, dense due
 rows move by heap page ranges, one sequential pass per page.
+
+Archiving and un-archiving move rows between two tables, so both hold the maintenance
+lock scopes of both (``recovery.table_maintenance``): neither overlaps the other, a
+VACUUM of either table, or any other job that changes them.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from typing import Sequence
 import psycopg
 from psycopg import sql
 
-from ..db import RetryPolicy, SessionSpec, compress_wal, compressed_wal, end_read, maintenance_lock, run_ddl
+from .. import recovery
+from ..db import RetryPolicy, SessionSpec, compress_wal, compressed_wal, end_read, run_ddl
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 LIVE_TABLE = "celestial_bodies"
 ARCHIVE_TABLE = "celestial_bodies_archive"
-LOCK_SCOPE = "celestial_bodies_archive"
 DEFAULT_OLDER_THAN = timedelta(days=30)
 # Default pacing, chosen with bench/bench_lifecycle.py: 5,000-row batches (fewer commits and
 # plans than 1,000 for the same game latency), at most 60k rows/s. A lower cap did not
@@ -399,7 +403,8 @@ def archive_destroyed_bodies(
     different leaf partitions side by side (the server does the work: threads suffice).
     """
     scope = MonthScope.of(month, policy.older_than, now, through=through)
-    with maintenance_lock(conn, LOCK_SCOPE):
+    with recovery.table_maintenance(conn, LIVE_TABLE, ARCHIVE_TABLE) as recovered:
+        recovered.tell(progress)
         moved_tablespace = bool(policy.tablespace) and ensure_archive_tablespace(conn, policy.tablespace)
         before = sum(scope_counts(conn, scope))
         params = _scope_params(scope, policy.throttle.batch_size)
@@ -445,8 +450,9 @@ def unarchive_bodies(
         raise ValueError("give either body_ids or save_id (exactly one)")
     where = _BY_IDS if body_ids else _BY_SAVE
     params = {"ids": list(body_ids or []), "save_id": save_id, "limit": throttle.batch_size}
-    one_batch = batch_mover(conn, ARCHIVE_TABLE, LIVE_TABLE, where, params, stamp_archived_at=False)
-    with maintenance_lock(conn, LOCK_SCOPE):
+    with recovery.table_maintenance(conn, LIVE_TABLE, ARCHIVE_TABLE) as recovered:
+        recovered.tell(progress)
+        one_batch = batch_mover(conn, ARCHIVE_TABLE, LIVE_TABLE, where, params, stamp_archived_at=False)
         log = run_batches(one_batch, throttle, BatchLog(unit="rows"), progress=progress)
     requested = f"{len(body_ids)} body ids" if body_ids else f"save {save_id}"
     return UnarchiveReport(log=log, requested=requested)

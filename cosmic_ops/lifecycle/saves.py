@@ -16,6 +16,16 @@ rows are locked (``FOR UPDATE SKIP LOCKED``) and re-checked, so a save that chan
 after it was selected is left alone; while a batch runs, the game cannot add to or
 change its saves' rows (an insert's foreign-key check waits on the save's lock, an
 update on the lock of the row being deleted).
+
+Packing moves rows out of ``celestial_bodies``, ``save_resources`` and ``save_research``
+into ``game_saves``: a run holds the maintenance lock scopes of all four tables
+(``recovery.table_maintenance``), so it never overlaps the archive, a VACUUM or any other
+job that changes them. Rehydration is the exception: it restores one save in one
+short transaction, as the game would, for a player who is waiting, so it takes no
+scope and never waits for a nightly job. It and packing exclude each other per save:
+both lock the save's row (rehydration waits; a batch skips a save whose row is
+locked), and a run packs only the saves that were due when it started, so a save
+rehydrated meanwhile is not packed again by that run.
 """
 
 from __future__ import annotations
@@ -35,7 +45,8 @@ import psycopg
 import zstandard
 from psycopg import sql
 
-from ..db import SessionSpec, compress_wal, compressed_wal, end_read, maintenance_lock
+from .. import recovery
+from ..db import SessionSpec, compress_wal, compressed_wal, end_read
 from . import columnar, savecopy
 from .archive import table_columns
 from .parentwatch import exit_with_parent
@@ -47,7 +58,6 @@ DOCUMENT_FORMAT = savecopy.FORMAT
 # Older formats, still read: every value as text in one JSON document (/2), or in columns (/3).
 JSON_DOCUMENT_FORMAT = "cosmic_ops.save/2"
 COLUMNAR_DOCUMENT_FORMAT = columnar.FORMAT
-LOCK_SCOPE = "game_saves_compression"
 DEFAULT_INACTIVE_FOR = timedelta(days=7)
 CODECS = ("zstd", "zlib")
 # Settings under which older formats' record text parses back the same.
@@ -339,22 +349,16 @@ def _pack_or_skip(conn: psycopg.Connection, batch: Sequence[tuple[int, datetime]
         return []
 
 
-def _compress_one_session(conn: psycopg.Connection, scope: MonthScope, policy: SavePolicy, report: CompressReport,
-                          progress: ProgressCallback | None, max_batches: int | None) -> None:
-    skipped: set[int] = set()
+def _compress_one_session(conn: psycopg.Connection, batches: list[list[tuple[int, datetime]]], policy: SavePolicy,
+                          report: CompressReport, progress: ProgressCallback | None) -> None:
+    pending = iter(batches)
 
     def one_batch() -> int | None:
-        # Saves found changed or locked are left for a later run, so the loop ends.
-        due = select_candidates(conn, scope, policy.throttle.batch_size + len(skipped))
-        end_read(conn)
-        pending = [s for s in due if s[0] not in skipped][: policy.throttle.batch_size]
-        if not pending:
-            return None
-        packed = _pack_or_skip(conn, pending, policy.codec, report, progress)
-        skipped.update({save_id for save_id, _ in pending} - set(packed))
-        return len(packed)
+        # Saves found changed or locked are left for a later run.
+        batch = next(pending, None)
+        return None if batch is None else len(_pack_or_skip(conn, batch, policy.codec, report, progress))
 
-    run_batches(one_batch, policy.throttle, report.log, progress=progress, max_batches=max_batches)
+    run_batches(one_batch, policy.throttle, report.log, progress=progress)
 
 
 # The session of a worker process, opened once by the pool's initializer.
@@ -432,19 +436,21 @@ def compress_inactive_saves(
 ) -> CompressReport:
     """Pack every due save of ``month`` (.. ``through``), batch by batch (each batch one transaction).
 
-    With ``policy.workers`` > 1 and ``worker_sessions``, that many worker processes
-    pack batches side by side when there are enough (``MIN_BATCHES_PER_WORKER``);
-    ``conn`` keeps the maintenance lock meanwhile.
+    The saves packed are those due when the run starts (one snapshot). With
+    ``policy.workers`` > 1 and ``worker_sessions``, that many worker processes pack
+    batches side by side when there are enough (``MIN_BATCHES_PER_WORKER``); ``conn``
+    holds the tables meanwhile.
     """
     scope = MonthScope.of(month, policy.inactive_for, now, through=through)
     report = CompressReport(scope=scope, log=BatchLog(unit="saves"))
-    with maintenance_lock(conn, LOCK_SCOPE):
-        batches = _due_batches(conn, scope, policy, max_batches) if worker_sessions and policy.workers > 1 else []
-        if len(batches) >= MIN_BATCHES_PER_WORKER * policy.workers:
+    with recovery.table_maintenance(conn, SAVES_TABLE, *SAVE_TABLES) as recovered:
+        recovered.tell(progress)
+        batches = _due_batches(conn, scope, policy, max_batches)
+        if worker_sessions and policy.workers > 1 and len(batches) >= MIN_BATCHES_PER_WORKER * policy.workers:
             _compress_in_processes(worker_sessions, batches, scope, policy, report, progress)
         else:
             with compressed_wal(conn):
-                _compress_one_session(conn, scope, policy, report, progress, max_batches)
+                _compress_one_session(conn, batches, policy, report, progress)
         report.saves_remaining = len(select_candidates(conn, scope))
         end_read(conn)
     return report

@@ -1,10 +1,11 @@
 """VACUUM / ANALYZE of partitions and ANALYZE of partitioned parents: plan, then apply.
 
 VACUUM cannot run inside a transaction block, so ``apply`` needs an autocommit
-connection. Each action runs under the maintenance advisory lock of its root
-table (``db.maintenance_lock(conn, root)``, the scope every maintenance job of
-that table takes), so a VACUUM never overlaps a DETACH or an archive move of
-the same table; a busy lock raises ``MaintenanceLockBusy`` naming the holder.
+connection. Each action runs holding its table (``recovery.table_maintenance``:
+the maintenance lock scope of the root of its partition tree, the scope every job
+that changes that table takes), so a VACUUM never overlaps a DETACH, a retirement
+or an archive move of the same table; a busy lock raises ``MaintenanceLockBusy``
+naming the holder.
 
 Autovacuum never ANALYZEs a partitioned parent (it holds no rows itself), so the
 planner's parent-level statistics go stale unless someone runs ``ANALYZE
@@ -14,21 +15,22 @@ celestial_bodies``.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 import psycopg
 from psycopg import sql
 
-from .. import db
+from .. import db, recovery
+
+if TYPE_CHECKING:
+    from ..backups.store import BackupStore
 
 KINDS = ("vacuum_analyze", "vacuum", "analyze")
 
 _RELATION_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relkind,
-       coalesce(pg_partition_root(c.oid), c.oid)::regclass::text AS root
+SELECT c.oid, n.nspname, c.relname, c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s
 """
@@ -54,7 +56,7 @@ class MaintenanceAction:
     schema: str
     table: str
     oid: int
-    lock_scope: str  # the root table: scope of db.maintenance_lock
+    lock_scope: str  # db.table_lock_scope of the table, as words (the root of its tree)
 
     @property
     def statement(self) -> sql.Composed:
@@ -83,8 +85,8 @@ def _relation(conn: psycopg.Connection, schema: str, table: str) -> tuple[int, s
     row = conn.execute(_RELATION_SQL, (schema, table)).fetchone()
     if row is None or row[3] not in ("r", "p", "m"):
         raise RelationNotFound(f"no table {schema}.{table} in database {conn.info.dbname!r}")
-    oid, _, _, relkind, root = row
-    return oid, relkind, root
+    oid, _, _, relkind = row
+    return oid, relkind, db.table_lock_scope(conn, oid).name
 
 
 def plan_vacuum(
@@ -139,18 +141,22 @@ def apply(
     lock_wait_s: float = 0.0,
     policy: db.RetryPolicy = db.RetryPolicy(),
     log: Callable[[str], None] = lambda message: None,
+    store: Optional[BackupStore] = None,
 ) -> list[ActionResult]:
-    """Run the actions on an autocommit connection, each under its root table's maintenance lock.
+    """Run the actions on an autocommit connection, holding every table they touch
+    (``recovery.table_maintenance``; what it repaired goes to ``log``).
 
-    Locks are taken for all scopes up front (sorted, so two runs cannot deadlock) and held
-    until the end: a run either does all its work or reports who holds the lock.
+    The scopes are taken up front (in key order, so two runs cannot deadlock) and held until
+    the end: a run either does all its work or reports who holds the lock.
     """
     if not conn.autocommit:
         raise ValueError("VACUUM cannot run inside a transaction block: pass an autocommit connection")
     results: list[ActionResult] = []
-    with contextlib.ExitStack() as locks:
-        for scope in sorted({a.lock_scope for a in actions}):
-            locks.enter_context(db.maintenance_lock(conn, scope, wait_s=lock_wait_s))
+    if not actions:
+        return results
+    with recovery.table_maintenance(conn, *(a.oid for a in actions), store=store, wait_s=lock_wait_s,
+                                    retry=policy) as recovered:
+        recovered.tell(log)
         for action in actions:
             text = action.as_sql(conn)
             _, dead_before = _tuples(conn, action.oid)

@@ -30,12 +30,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Callable, Iterable, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 import psycopg
 from psycopg import sql
 
-from ..db import DdlOutcome, RetryPolicy, end_read, maintenance_lock, run_locked
+from ..db import DdlOutcome, RetryPolicy, end_read, run_locked
 from ..timeutil import add_months
 from .catalog import (
     IndexInfo,
@@ -47,6 +47,10 @@ from .catalog import (
     storage_parameters,
 )
 from .policy import IndexSpec, PartitionPolicy, PolicyError
+
+if TYPE_CHECKING:
+    from .. import recovery
+    from ..backups.store import BackupStore
 
 Bound = Union[datetime, date]
 T = TypeVar("T")
@@ -380,6 +384,7 @@ class MaintenanceResult:
     plan: Plan
     results: list[ActionResult]
     dry_run: bool
+    recovery: Optional["recovery.Recovery"] = None  # what taking the table repaired first
 
     @property
     def created(self) -> list[str]:
@@ -420,17 +425,25 @@ def ensure_months(
     dry_run: bool = False,
     retry: RetryPolicy = RetryPolicy(),
     lock_wait_s: float = 0.0,
+    store: Optional[BackupStore] = None,
 ) -> MaintenanceResult:
-    """Plan and (unless ``dry_run``) apply, under the table's maintenance advisory lock.
+    """Plan and (unless ``dry_run``) apply, holding the table (``recovery.table_maintenance``:
+    its maintenance lock scope, then the repair of what an interrupted job left; with
+    ``store``, interrupted retirements too). A dry run takes neither.
 
     The connection must not be inside a transaction. Raises ``MaintenanceLockBusy``
     if another run holds the lock, ``LockRetriesExhausted`` if a DDL lock could not
     be had, ``PartitionConflict`` if the catalog contradicts the policy.
     """
     end_read(conn)
-    with maintenance_lock(conn, policy.lock_scope, wait_s=lock_wait_s):
-        wanted = list(months)
+    wanted = list(months)
+    if dry_run:
         plan = read_with_retry(conn, lambda c: plan_months(c, policy, wanted), what="plan", retry=retry)
-        if dry_run:
-            return MaintenanceResult(plan, [], True)
-        return MaintenanceResult(plan, apply_plan(conn, plan, retry), False)
+        return MaintenanceResult(plan, [], True)
+    # Imported when used: recovery -> retention -> backups -> this package would be a cycle at import.
+    from .. import recovery
+
+    with recovery.table_maintenance(conn, policy.qualified_name, store=store, wait_s=lock_wait_s,
+                                    retry=retry) as recovered:
+        plan = read_with_retry(conn, lambda c: plan_months(c, policy, wanted), what="plan", retry=retry)
+        return MaintenanceResult(plan, apply_plan(conn, plan, retry), False, recovered)

@@ -146,11 +146,6 @@ class PartitionPolicy:
         return f"{self.schema}.{self.table}"
 
     @property
-    def lock_scope(self) -> str:
-        """Scope of the maintenance advisory lock: one per database and table."""
-        return self.qualified_name
-
-    @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 

@@ -13,15 +13,19 @@ bound on each lock hold is the rows of one month, and ``max_months`` bounds a ru
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import psycopg
 
-from ..db import RetryPolicy, end_read, maintenance_lock
+from ..db import RetryPolicy, end_read
 from .maintain import ActionResult, PartitionConflict, apply_plan, plan_months, read_with_retry
 from .policy import PartitionPolicy, PolicyError
 from .state import default_rows_by_month
+
+if TYPE_CHECKING:
+    from ..backups.store import BackupStore
 
 
 @dataclass
@@ -35,6 +39,7 @@ class RehomeResult:
     conflicts: list[str] = field(default_factory=list)
     dry_run: bool = False
     plan_markdown: str = ""
+    recovered: list[str] = field(default_factory=list)  # what taking the table repaired first
 
     @property
     def rows_moved(self) -> int:
@@ -53,8 +58,10 @@ def rehome_default_rows(
     dry_run: bool = False,
     retry: RetryPolicy = RetryPolicy(),
     lock_wait_s: float = 0.0,
+    store: Optional[BackupStore] = None,
 ) -> RehomeResult:
-    """Create the month of every row in DEFAULT, oldest first, one transaction per month.
+    """Create the month of every row in DEFAULT, oldest first, one transaction per month,
+    holding the table (``recovery.table_maintenance``; a dry run does not, and changes nothing).
 
     A month that cannot be created (conflict) is reported and skipped; the others
     still move. Rows with a NULL key cannot live in any range partition and are
@@ -63,7 +70,11 @@ def rehome_default_rows(
     if max_months is not None and max_months < 1:
         raise PolicyError(f"max_months must be at least 1, got {max_months}")
     end_read(conn)
-    with maintenance_lock(conn, policy.lock_scope, wait_s=lock_wait_s):
+    from .. import recovery  # when used: recovery -> retention -> backups -> partitions is a cycle at import
+
+    held = (contextlib.nullcontext(recovery.Recovery()) if dry_run else
+            recovery.table_maintenance(conn, policy.qualified_name, store=store, wait_s=lock_wait_s, retry=retry))
+    with held as recovered:
         _, by_month = read_with_retry(conn, lambda c: default_rows_by_month(c, policy),
                                       what="read DEFAULT rows", retry=retry)
         months = [m for m, _ in by_month if m is not None]
@@ -75,6 +86,7 @@ def rehome_default_rows(
             unplaceable_rows=sum(n for m, n in by_month if m is None),
             remaining_months=[f"{m:%Y-%m}" for m in months[len(selected):]],
             dry_run=dry_run,
+            recovered=recovered.lines,
         )
         plan = read_with_retry(conn, lambda c: plan_months(c, policy, selected), what="plan", retry=retry)
         result.plan_markdown = plan.to_markdown(conn)

@@ -27,7 +27,7 @@ CHECK_KEY = backup_restores_with_equal_rows.check_key
 @pytest.fixture(scope="module")
 def seeded(bootstrapped_database):
     with db.connect(bootstrapped_database) as conn:
-        for m in (1, 2, 3, 4):
+        for m in (1, 2, 3, 4, 5, 6):
             make_month(conn, date(2025, m, 1), 120 * m)
         make_month(conn, date(2026, 10, 1), 10)
     return bootstrapped_database
@@ -121,6 +121,66 @@ def test_retention_policy_without_unit_is_refused(seeded, resources):
                   run_config={"ops": {"event_log_retention": {"config": {"retention": "12"}}}})
     assert not result.success
     assert _attached(seeded, date(2025, 4, 1)) is not None
+
+
+def _killed_after_the_detach(conninfo, store, month, state):
+    """What a retirement run leaves when killed after its detach: its journal saying
+    ``state`` (as apply writes it), the month's table outside the tree."""
+    name = f"event_logs_{month:%Y_%m}"
+    with db.connect(conninfo) as conn:
+        oid = conn.execute("SELECT %s::regclass::oid::bigint", (name,)).fetchone()[0]
+        (proof, *_) = store.month_generations(conn.info.dbname, "event_logs", month)
+        conn.execute(f"ALTER TABLE event_logs DETACH PARTITION {name}")
+        conn.commit()
+        store.write_retirement(conn.info.dbname, "event_logs", month, {
+            "state": state, "table_oid": oid, "table": f"public.{name}", "backup_generation": proof.name,
+            "detach_mode": "plain", "action": "drop", "archive_schema": "event_logs_archive"})
+    return oid
+
+
+def _table_exists(conninfo, oid) -> bool:
+    with db.connect(conninfo) as conn:
+        return conn.execute("SELECT EXISTS (SELECT FROM pg_class WHERE oid = %s)", (oid,)).fetchone()[0]
+
+
+def test_retirement_job_killed_after_the_detach_completes_on_rerun_then_reruns_as_a_no_op(seeded, resources):
+    month, key = date(2025, 5, 1), "2025-05-01"
+    job = [event_log_backups, backup_restores_with_equal_rows, event_log_retention]
+    assert _run([event_log_backups, backup_restores_with_equal_rows], key, resources).success
+    store = resources["backup_store"].store()
+    oid = _killed_after_the_detach(seeded, store, month, "detached")
+
+    rerun = _run(job, key, resources)
+    assert rerun.success
+    backup = rerun.asset_materializations_for_node("event_log_backups")[0].metadata
+    assert backup["status"].value == "being-retired" and backup["rows"].value == 600
+    retired = rerun.asset_materializations_for_node("event_log_retention")[0].metadata
+    assert retired["rows_retired"].value == 600
+    assert any("finished the interrupted retirement" in line for line in retired["recovered"].value)
+    assert not _table_exists(seeded, oid) and month_rows(db.connect(seeded), month) == []
+    assert store.read_retirement(conninfo_to_dict(seeded)["dbname"], "event_logs", month)["state"] == "done"
+
+    again = _run(job, key, resources)
+    assert again.success
+    assert again.asset_materializations_for_node("event_log_backups")[0].metadata["status"].value == \
+        "already-retired"
+    assert again.asset_materializations_for_node("event_log_retention")[0].metadata["status"].value == \
+        "already-retired"
+
+
+def test_partition_run_finishes_a_retirement_killed_before_its_journal_said_detached(seeded, resources):
+    from cosmic_ops.assets.event_logs import event_log_partitions
+
+    month = date(2025, 6, 1)
+    assert _run([event_log_backups, backup_restores_with_equal_rows], "2025-06-01", resources).success
+    store = resources["backup_store"].store()
+    oid = _killed_after_the_detach(seeded, store, month, "detaching")
+    result = _run([event_log_partitions], "2026-10-01", resources)  # a month that exists: otherwise a no-op
+    assert result.success
+    recovered = result.asset_materializations_for_node("event_log_partitions")[0].metadata["recovered"].value
+    assert any("finished the interrupted retirement of public.event_logs_2025_06" in line for line in recovered)
+    assert not _table_exists(seeded, oid) and month_rows(db.connect(seeded), month) == []
+    assert store.read_retirement(conninfo_to_dict(seeded)["dbname"], "event_logs", month)["state"] == "done"
 
 
 def test_full_backup_with_its_checks(seeded, resources):

@@ -2,11 +2,14 @@
 dry run, the schedules' requests, the DEFAULT sensor and rehoming job."""
 
 import json
+import tempfile
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cosmic_ops import db, schema
@@ -14,6 +17,7 @@ from cosmic_ops.assets import event_logs
 from cosmic_ops.assets.common import MONTHLY
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, list_partitions
 from cosmic_ops.resources import PostgresResource
+from cosmic_ops.resources.backup_store import BackupStoreResource
 
 from ..clock import NOW, RUN_TAGS
 from tests.partitions.helpers import insert_events, row_fingerprint, rows_per_partition, tree_snapshot
@@ -30,7 +34,10 @@ def database(new_database):
 
 
 def resources(conninfo):
-    return {"postgres": PostgresResource(database_url=conninfo)}
+    # The store is only read here (journals of interrupted retirements): none exist.
+    store = Path(tempfile.gettempdir()) / f"cosmic_ops_no_store_{conninfo_to_dict(conninfo)['dbname']}"
+    store.mkdir(exist_ok=True)  # a configured store must exist
+    return {"postgres": PostgresResource(database_url=conninfo), "backup_store": BackupStoreResource(root=str(store))}
 
 
 def materialize(conninfo, partition_key=None, run_config=None, tags=None, instance=None, checks=CHECKS):
@@ -202,7 +209,7 @@ def test_sensor_requests_rehoming_and_the_job_moves_rows(database):
 
 def test_held_maintenance_lock_fails_the_run(database):
     with db.connect(database, application_name="another_run") as other:
-        with db.maintenance_lock(other, EVENT_LOGS_POLICY.lock_scope):
+        with db.maintenance_lock(other, EVENT_LOGS_POLICY.qualified_name):
             result = materialize(database, latest_keys()[-1], checks=[])
     assert not result.success
     failure = [e for e in result.all_events if e.is_step_failure][0]

@@ -1,6 +1,7 @@
 """The monitoring Dagster layer on a real server: sizes assets, the threshold sensor with
 1,000 partitions, the VACUUM job, event_logs months, parent ANALYZE, one maintenance at a time."""
 
+import tempfile
 import threading
 import time
 from datetime import date
@@ -9,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
 from cosmic_ops import db
 from cosmic_ops.assets import monitoring as monitoring_assets
@@ -16,6 +18,7 @@ from cosmic_ops.assets.common import MAINTENANCE_POOL
 from cosmic_ops.monitoring import parse_policy
 from cosmic_ops.partitions import ensure_month_partitions
 from cosmic_ops.resources import PostgresResource
+from cosmic_ops.resources.backup_store import BackupStoreResource
 from tests.monitoring.helpers import create_int_range_table, flush_stats, make_dead_tuples
 
 PARTITIONS = 1000
@@ -32,7 +35,11 @@ def database(bootstrapped_database):
 
 
 def resources(conninfo, **options):
-    return {"postgres": PostgresResource(database_url=conninfo, **options)}
+    # The store is only read here (journals of interrupted retirements): none exist.
+    store = Path(tempfile.gettempdir()) / f"cosmic_ops_no_store_{conninfo_to_dict(conninfo)['dbname']}"
+    store.mkdir(exist_ok=True)  # a configured store must exist
+    return {"postgres": PostgresResource(database_url=conninfo, **options),
+            "backup_store": BackupStoreResource(root=str(store))}
 
 
 def materialize(assets, conninfo, *, partition_key=None, run_config=None, raise_on_error=True, instance=None):
@@ -254,7 +261,7 @@ def test_two_maintenance_runs_started_together_one_proceeds_the_other_names_the_
                              raise_on_error=False)
         assert not second.success
         message = str(second.failure_data_for_node("event_log_vacuum").user_failure_data.description)
-        assert "maintenance lock 'event_logs'" in message
+        assert "maintenance lock of table public.event_logs" in message
         assert "application_name='cosmic_ops:maintenance run" in message
         assert "did not do its work" in message
         assert second.asset_materializations_for_node("event_log_vacuum") == []

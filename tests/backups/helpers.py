@@ -6,8 +6,9 @@ from datetime import date
 
 import psycopg
 
-from cosmic_ops.backups import BackupStore, client_for
-from cosmic_ops.partitions import ensure_month_partitions
+from cosmic_ops import db, schema
+from cosmic_ops.backups import BackupStore, backup_month, client_for, verify_month_backup
+from cosmic_ops.partitions import default_partition, ensure_month_partitions
 from cosmic_ops.timeutil import month_bounds_utc
 
 TODAY = date(2026, 11, 21)
@@ -52,6 +53,34 @@ def store_and_client(tmp_path, conn) -> tuple[BackupStore, object]:
     client = client_for(conn)
     conn.rollback()
     return BackupStore(tmp_path / "store"), client
+
+
+def store_for(conninfo: str, tmp_path) -> tuple[BackupStore, object]:
+    with db.connect(conninfo) as conn:
+        return store_and_client(tmp_path, conn)
+
+
+def backed_up(conninfo: str, store: BackupStore, client, month: date, *, verify: bool = True):
+    """A new backup generation of ``month``, verified by a scratch restore unless told not to."""
+    with db.connect(conninfo) as conn:
+        generation = backup_month(conn, store, client, conninfo=conninfo, month=month).generation
+    if verify:
+        assert verify_month_backup(store, generation, conninfo=conninfo, client=client).ok
+    return generation
+
+
+def bootstrap_without_default(conninfo: str, months: list[date], rows: int) -> str:
+    """The schema with no DEFAULT partition on event_logs (so PostgreSQL allows DETACH ...
+    CONCURRENTLY), and ``rows`` rows in each of ``months``."""
+    with db.connect(conninfo) as conn:
+        schema.bootstrap(conn)
+        conn.execute("ALTER TABLE event_logs DETACH PARTITION event_logs_default")
+        conn.execute("DROP TABLE event_logs_default")
+        conn.commit()
+        for month in months:
+            make_month(conn, month, rows)
+        assert default_partition(conn, "event_logs") is None
+    return conninfo
 
 
 def scratch_exists(conninfo: str, name: str) -> bool:

@@ -329,9 +329,8 @@ def test_killed_archive_loses_nothing_and_the_rerun_finishes(new_database):
 
 def test_second_worker_is_refused_while_one_runs(demo_db):
     from cosmic_ops.db import MaintenanceLockBusy, maintenance_lock
-    from cosmic_ops.lifecycle.archive import LOCK_SCOPE
 
     with db.connect(demo_db) as holder, db.connect(demo_db) as conn:
-        with maintenance_lock(holder, LOCK_SCOPE):
+        with maintenance_lock(holder, "celestial_bodies_archive"):
             with pytest.raises(MaintenanceLockBusy, match="did not do its work"):
                 archive_destroyed_bodies(conn, destroyed_months(conn)[0], now=NOW)

@@ -30,7 +30,7 @@ def test_plan_is_sql_and_changes_nothing(database):
     with db.connect(database, autocommit=True) as conn:
         actions = plan_vacuum(conn, [("public", "vac_p0")])
         assert [a.as_sql(conn) for a in actions] == ['VACUUM (ANALYZE) "public"."vac_p0"']
-        assert actions[0].lock_scope == "vac"
+        assert actions[0].lock_scope == "public.vac"
         assert '`VACUUM (ANALYZE) "public"."vac_p0"`' in plan_markdown(conn, actions)
         assert dead_tuples(conn, "vac_p0") == 250
 

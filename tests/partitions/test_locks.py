@@ -49,7 +49,7 @@ def test_held_maintenance_lock_fails_the_run_and_names_the_holder(event_db, econ
     insert_events(econn, "1999-01-01 00:00+00")
     before = tree_snapshot(econn)
     with db.connect(event_db, application_name="other_maintenance") as other:
-        with db.maintenance_lock(other, EVENT_LOGS_POLICY.lock_scope):
+        with db.maintenance_lock(other, EVENT_LOGS_POLICY.qualified_name):
             with pytest.raises(MaintenanceLockBusy, match="other_maintenance.*did not do its work"):
                 ensure_months(econn, EVENT_LOGS_POLICY, [date(2026, 5, 1)])
             with pytest.raises(MaintenanceLockBusy):

@@ -1,0 +1,19 @@
+"""Every package of cosmic_ops imports on its own, first, in a fresh interpreter (no import cycle
+that only the usual import order hides)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+MODULES = ["cosmic_ops.backups", "cosmic_ops.backups.policy", "cosmic_ops.partitions", "cosmic_ops.retention",
+           "cosmic_ops.recovery", "cosmic_ops.lifecycle", "cosmic_ops.monitoring", "cosmic_ops.assets.common",
+           "cosmic_ops.definitions"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_imports_first(module):
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", f"import {module}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
