@@ -404,7 +404,7 @@ def print_windows(game: Game, start: float, end: float, ready: float) -> list[La
     windows = [("control: idle, before the quiet window", start - 2 * length, start - length),
                ("quiet: idle, just before the cycle", start - length, start), ("cycle", start, end)]
     print(f"\nWindows as long as the cycle ({length:.1f}s; from: s from the cycle's start)")
-    header = f"{'window':<40}{'from':>8}{'txns':>7}{'tps':>6}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}"
+    header = f"{'window':<46}{'from':>8}{'txns':>7}{'tps':>6}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}"
     print(header)
     print("-" * len(header))
     latencies, cut = [], False
@@ -413,7 +413,7 @@ def print_windows(game: Game, start: float, end: float, ready: float) -> list[La
             lower, cut, label = ready, True, label + " (cut)"
         latency = Latency.of(game.samples((lower, upper)))
         latencies.append(latency)
-        print(f"{label:<40}{lower - start:>8.1f}{latency.transactions:>7}{latency.transactions / (upper - lower):>6.0f}"
+        print(f"{label:<46}{lower - start:>8.1f}{latency.transactions:>7}{latency.transactions / (upper - lower):>6.0f}"
               f"{ms(latency.p99_ms):>9}{ms(latency.mean_ms):>9}{ms(latency.max_ms):>9}")
     if cut:
         print("  (cut): the quiet phase was shorter than twice the cycle; raise --cycle-seconds or --quiet-seconds")
