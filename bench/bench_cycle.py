@@ -141,8 +141,9 @@ class Game:
     """pgbench playing until told when to stop.
 
     pgbench writes its log when it exits, so a run has a fixed length: the first is
-    planned to outlast the cycle; if a run ends before the stop time (every client
-    aborted, or the cycle outlasted the plan), the next one takes over at once.
+    planned to outlast the cycle; if it ends before the stop time (every client
+    aborted, or the cycle outlasted the plan), runs of ``extend_s`` take over at once
+    (short, so that the game stops soon after it is told to).
     """
 
     def __init__(self, workload: Workload, planned_s: float, extend_s: float):
@@ -180,7 +181,7 @@ class Game:
     def _play(self) -> None:
         while True:
             now = time.time()
-            end = self.stop if self.stop is not None else max(self.planned_end, now + self.extend_s)
+            end = self.stop if self.stop is not None else (now + self.extend_s if self.runs else self.planned_end)
             if end - now < 1:
                 return
             run = GameRun(f"game{len(self.runs)}", now, now, 0, None)
@@ -511,7 +512,7 @@ def main() -> int:
         print(f"game: pgbench -R {args.rate} -c {args.clients} -j 2 -M {args.protocol} "
               f"{' '.join(PGBENCH_FAILURES)}; a transaction inserts an event (now()), moves a body, reads the "
               f"player's latest events; quiet {quiet_s:.0f}s, then the cycle")
-        game = Game(workload, WARMUP_S + quiet_s + cycle_s + TAIL_S, extend_s=max(5.0, cycle_s / 4))
+        game = Game(workload, WARMUP_S + quiet_s + cycle_s + TAIL_S, extend_s=max(5.0, cycle_s / 10))
         try:
             try:
                 game.start()
