@@ -41,11 +41,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
@@ -57,11 +54,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
-from psycopg.conninfo import conninfo_to_dict  # noqa: E402
 
 # cosmic_ops.demo (numpy, pandas) is imported where it is used: worker processes are spawned
 # and re-import this script, which would otherwise charge each worker a second of imports.
-from cosmic_ops import db, schema  # noqa: E402
+from _common import Latency, Server, Workload, build_demo, due_months, scalar, wait  # noqa: E402
+from cosmic_ops import db  # noqa: E402
 from cosmic_ops.embedded import resolve_conninfo  # noqa: E402
 from cosmic_ops.lifecycle import (  # noqa: E402
     ArchivePolicy, SavePolicy, Throttle, archive_destroyed_bodies, compress_inactive_saves,
@@ -128,93 +125,15 @@ RETURNS bytea AS $$
     )::text, 'UTF8')
 $$ LANGUAGE sql STABLE;
 """
-
-# Game traffic: every transaction logs an event and moves a live body.
-PGBENCH_SCRIPT = r"""
-\set pid random(1, :players)
-\set bid random(1, :bodies)
-BEGIN;
-INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES (:pid, 'orbit_adjusted', now());
-UPDATE celestial_bodies SET position_x = position_x + 1.0, updated_at = now() WHERE id = :bid AND NOT is_destroyed;
-END;
-"""
+SEED_FUNCTIONS = (SEED_ARCHIVE, SEED_COMPRESS, BASELINE_COMPRESS_SAVE_DATA)
 
 DUE_BODIES = "is_destroyed AND updated_at < now() - interval '30 days'"
 DUE_SAVES = "NOT is_active AND compressed_state IS NULL AND updated_at < now() - interval '7 days'"
 
 
-# --- scratch databases ----------------------------------------------------------------------
-class Server:
-    def __init__(self, conninfo: str):
-        self.conninfo = conninfo
-        self.created: list[str] = []
-
-    def url(self, name: str) -> str:
-        return db.with_database(self.conninfo, name)
-
-    def clone(self, name: str, template: str) -> str:
-        """A copy of ``template`` with the seed's functions installed, after a checkpoint.
-
-        The checkpoint gives every contender the same start: the first change of each
-        page after it writes a full-page image to WAL.
-        """
-        url = self.create(name, template)
-        with psycopg.connect(url) as conn:
-            for function in (SEED_ARCHIVE, SEED_COMPRESS, BASELINE_COMPRESS_SAVE_DATA):
-                conn.execute(sql.SQL(function))
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")
-        return url
-
-    def create(self, name: str, template: str | None = None) -> str:
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-            if template:
-                statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(template))
-            conn.execute(statement)
-        self.created.append(name)
-        return self.url(name)
-
-    def drop(self, name: str) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        self.created.remove(name)
-
-    def drop_all(self) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            for name in reversed(self.created):
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def build_base(server: Server, name: str, scale: str) -> tuple[str, int, int]:
-    url = server.create(name)
-    with db.connect(url) as conn:
-        schema.bootstrap(conn)
-        from cosmic_ops import demo
-
-        demo.load(conn, scale, seed=2026, as_of=NOW.date())
-        # Only the workload writes event_logs here; its history only slows the copies.
-        conn.execute("TRUNCATE event_logs")
-        conn.commit()
-        conn.autocommit = True
-        conn.execute("VACUUM ANALYZE")
-        players, bodies = conn.execute("SELECT (SELECT max(player_id) FROM players), "
-                                       "(SELECT max(id) FROM celestial_bodies)").fetchone()
-    return url, players, bodies
-
-
-def due_months(conn: psycopg.Connection, table: str, where: str):
-    rows = conn.execute(
-        sql.SQL("SELECT DISTINCT date_trunc('month', updated_at AT TIME ZONE 'UTC')::date FROM {} WHERE {} "
-                "ORDER BY 1").format(sql.Identifier(table), sql.SQL(where))).fetchall()
-    conn.commit()
-    return [r[0] for r in rows]
-
-
-def scalar(url: str, query: str | sql.Composable):
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql.SQL(query) if isinstance(query, str) else query).fetchone()[0]
+def only_the_workload_logs(conn: psycopg.Connection) -> None:
+    """Only the workload writes event_logs here; its history only slows the copies."""
+    conn.execute("TRUNCATE event_logs")
 
 
 def count_due(table: str, due: str) -> sql.Composed:
@@ -222,20 +141,6 @@ def count_due(table: str, due: str) -> sql.Composed:
 
 
 # --- pgbench --------------------------------------------------------------------------------
-@dataclass
-class Latency:
-    transactions: int
-    p99_ms: float
-    mean_ms: float
-
-    @classmethod
-    def of(cls, samples: list[tuple[float, float]]) -> "Latency":
-        values = sorted(latency for _, latency in samples)
-        if not values:
-            return cls(0, float("nan"), float("nan"))
-        return cls(len(values), values[min(len(values) - 1, int(0.99 * len(values)))], statistics.fmean(values))
-
-
 def window_p99s(samples: list[tuple[float, float]], length: float, least: int = 100) -> list[float]:
     """The p99 of each consecutive ``length``-second window of ``samples`` (end time, latency ms).
 
@@ -250,56 +155,6 @@ def window_p99s(samples: list[tuple[float, float]], length: float, least: int = 
     for end, latency in samples:
         windows.setdefault(int((end - first) // length), []).append((end, latency))
     return [Latency.of(w).p99_ms for w in windows.values() if len(w) >= least]
-
-
-class Workload:
-    """pgbench at a fixed rate in the background, with per-transaction logging."""
-
-    def __init__(self, url: str, players: int, bodies: int, rate: int, clients: int = 8):
-        self.url, self.rate, self.clients = url, rate, clients
-        self.players, self.bodies = players, bodies
-        self.dir = Path(tempfile.mkdtemp(prefix="bench_lifecycle_pgbench_"))
-        (self.dir / "game.sql").write_text(PGBENCH_SCRIPT)
-        self.binary = shutil.which("pgbench") or "/usr/bin/pgbench"
-
-    def _env(self) -> dict[str, str]:
-        params = conninfo_to_dict(self.url)
-        env = dict(os.environ)
-        for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("dbname", "PGDATABASE"),
-                         ("password", "PGPASSWORD")):
-            if params.get(key):
-                env[var] = str(params[key])
-        return env
-
-    def start(self, seconds: float, tag: str) -> subprocess.Popen:
-        prefix = self.dir / tag
-        return subprocess.Popen(
-            [self.binary, "-n", "-f", str(self.dir / "game.sql"), "-R", str(self.rate), "-T", str(int(seconds)),
-             "-c", str(self.clients), "-j", "2", "-D", f"players={self.players}", "-D", f"bodies={self.bodies}",
-             "--log", f"--log-prefix={prefix}"],
-            env=self._env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def samples(self, tag: str, window: tuple[float, float] | None = None) -> list[tuple[float, float]]:
-        """(end time, latency ms) of every logged transaction of the run ``tag`` that ended in ``window``."""
-        found = []
-        for path in self.dir.glob(f"{tag}.*"):
-            for line in path.read_text().splitlines():
-                fields = line.split()
-                if len(fields) < 6:
-                    continue
-                latency_us, end = int(fields[2]), int(fields[4]) + int(fields[5]) / 1e6
-                if window is None or window[0] <= end <= window[1]:
-                    found.append((end, latency_us / 1000))
-        return found
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def wait(process: subprocess.Popen) -> None:
-    _, err = process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"pgbench failed: {err.strip()[-500:]}")
 
 
 @dataclass
@@ -359,7 +214,7 @@ class Timed:
 
 def run_archive(server: Server, base: str, name: str, players: int, bodies: int, rate: int, idle_s: float,
                 during_s: float, work: Callable[[str], Timed]) -> ArchiveRun:
-    url = server.clone(f"{base}_{name}", base)
+    url = server.clone(f"{base}_{name}", base, *SEED_FUNCTIONS)
     workload = Workload(url, players, bodies, rate)
     try:
         wal0 = wal_lsn(url)
@@ -511,7 +366,7 @@ SELECT (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('celest
 
 def run_compress(server: Server, base: str, name: str, work: Callable[[str], int], *,
                  seed_schema: bool = False) -> CompressRun:
-    url = server.clone(f"{base}_{name}", base)
+    url = server.clone(f"{base}_{name}", base, *SEED_FUNCTIONS)
     due_sql = sql.SQL(DUE_SAVES)
     with psycopg.connect(url) as conn:
         if seed_schema:
@@ -646,7 +501,7 @@ def main() -> None:
             players, bodies = (scalar(server.url(base), q) for q in (
                 "SELECT max(player_id) FROM players", "SELECT max(id) FROM celestial_bodies"))
         else:
-            _, players, bodies = build_base(server, base, scale)
+            _, players, bodies = build_demo(server, base, scale, reshape=only_the_workload_logs)
         print(f"data: demo scale {scale!r}, {bodies} bodies, built in {time.perf_counter() - started:.1f}s "
               f"on {db.redact(server.conninfo)}")
         unthrottled = ArchivePolicy(throttle=Throttle(batch_size=50_000, pause_s=0.0), skip_locked=False, workers=2)
