@@ -89,7 +89,7 @@ class Server:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def build_demo(server: Server, name: str, scale: str, *, as_of: date | None = None,
+def build_demo(server: Server, name: str, scale: str, *, as_of: date,
                reshape: Callable[[psycopg.Connection], None] | None = None) -> tuple[str, int, int]:
     """A new database with the demo data (seed 2026), ``reshape``d, vacuumed and analyzed.
 

@@ -501,7 +501,8 @@ def main() -> None:
             players, bodies = (scalar(server.url(base), q) for q in (
                 "SELECT max(player_id) FROM players", "SELECT max(id) FROM celestial_bodies"))
         else:
-            _, players, bodies = build_demo(server, base, scale, reshape=only_the_workload_logs)
+            _, players, bodies = build_demo(server, base, scale, as_of=NOW.date(),
+                                            reshape=only_the_workload_logs)
         print(f"data: demo scale {scale!r}, {bodies} bodies, built in {time.perf_counter() - started:.1f}s "
               f"on {db.redact(server.conninfo)}")
         unthrottled = ArchivePolicy(throttle=Throttle(batch_size=50_000, pause_s=0.0), skip_locked=False, workers=2)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from datetime import date, datetime, timezone
@@ -38,6 +39,7 @@ from cosmic_ops.assets.monitoring import partition_threshold_sensor, vacuum_part
 from cosmic_ops.embedded import resolve_conninfo  # noqa: E402
 from cosmic_ops.monitoring import read_partition_counts, read_partition_sizes  # noqa: E402
 from cosmic_ops.resources import PostgresResource  # noqa: E402
+from cosmic_ops.resources.backup_store import BackupStoreResource  # noqa: E402
 from cosmic_ops.timeutil import add_months, month_bounds_utc  # noqa: E402
 
 # The seed's monitoring, verbatim apart from the view names (seed 000 §4.1, §4.2).
@@ -106,8 +108,11 @@ def median_seconds(work: Callable[[], object], repeat: int) -> float:
 def measure(conninfo: str, partitions: int, repeat: int) -> list[tuple[str, int, float, float]]:
     resource = PostgresResource(database_url=conninfo)
     instance = dg.DagsterInstance.ephemeral()
+    # The job the sensor targets also holds the tables it vacuums, which reads retirement journals
+    # from the backup store; the sensor's tick only needs the resource to exist.
+    store = BackupStoreResource(root=tempfile.mkdtemp(prefix="bench_monitoring_store_"))
     defs = dg.Definitions(sensors=[partition_threshold_sensor], jobs=[vacuum_partition_job],
-                          resources={"postgres": resource})
+                          resources={"postgres": resource, "backup_store": store})
 
     def tick() -> object:
         context = dg.build_sensor_context(resources={"postgres": resource}, instance=instance, definitions=defs)
