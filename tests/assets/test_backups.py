@@ -9,6 +9,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from cosmic_ops import db
+from cosmic_ops.assets.common import as_of_tags
 from cosmic_ops.assets.backups import (
     backup_restores_with_equal_rows, event_log_backups, full_backup, full_backup_restores_with_equal_counts,
     pitr_readiness_check, restore_event_log_month_job,
@@ -19,7 +20,7 @@ from cosmic_ops.partitions.catalog import partition_for_month
 from cosmic_ops.resources import PostgresResource
 from cosmic_ops.resources.backup_store import BackupStoreResource
 
-from ..backups.helpers import make_month, month_rows
+from ..backups.helpers import TODAY, make_month, month_rows
 
 CHECK_KEY = backup_restores_with_equal_rows.check_key
 
@@ -40,8 +41,13 @@ def resources(seeded, tmp_path):
             "backup_store": BackupStoreResource(root=str(tmp_path / "store"))}
 
 
+# The months here are fixed (2025, 2026-10), so the runs decide as of the fixed day they were
+# chosen for, whatever today is.
+AS_OF = as_of_tags(datetime(TODAY.year, TODAY.month, TODAY.day, 12, tzinfo=timezone.utc))
+
+
 def _run(assets, key, resources, selection=None, run_config=None):
-    return dg.materialize(assets, partition_key=key, resources=resources, selection=selection,
+    return dg.materialize(assets, partition_key=key, resources=resources, selection=selection, tags=AS_OF,
                           run_config=run_config, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
