@@ -27,15 +27,21 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import psycopg
 from psycopg import sql
 
-from . import db, retention  # retention uses table_maintenance too: module references, no cycle
-from .backups.restore import attach_month
+from . import db
 from .backups.store import BackupStore
 from .partitions.catalog import partition_for_month
+
+if TYPE_CHECKING:
+    from . import retention
+
+# Every job imports this module to take its tables, the partition and backup code included,
+# so it imports nothing of theirs at load: retention (which itself takes tables through here)
+# and the attach helper are imported where an interrupted retirement is finished or undone.
 
 RETIRING_STATES = ("detaching", "detached")
 
@@ -166,6 +172,7 @@ def _resume_retirement(conn: psycopg.Connection, store: BackupStore, scope: db.L
                        record: dict[str, Any], report: Recovery, retry: db.RetryPolicy) -> None:
     """Finish (with proof) or undo one interrupted retirement. SQL names the table by its
     scope (schema-qualified); the store by the folder the job wrote."""
+    from . import retention
     parent = sql.Identifier(scope.schema, scope.table).as_string(conn)
     oid, shown = record.get("table_oid"), record.get("table", f"{parent} {month:%Y-%m}")
     attached = partition_for_month(conn, parent, month)
@@ -200,6 +207,8 @@ def _resume_retirement(conn: psycopg.Connection, store: BackupStore, scope: db.L
 def _reattach(conn: psycopg.Connection, store: BackupStore, plan: "retention.RetirementPlan", why: str,
               report: Recovery, retry: db.RetryPolicy) -> None:
     """Undo a retirement that cannot be finished: the table goes back into the tree."""
+    from . import retention
+    from .backups.restore import attach_month
     if plan.table_oid is None or retention.standalone_table(conn, plan.table_oid) is None:
         db.end_read(conn)
         report.problems.append(why)  # gone without proof, or already put back by apply

@@ -30,7 +30,7 @@ from typing import Optional
 import psycopg
 from psycopg import errors, sql
 
-from . import db, recovery  # recovery uses this module too: module references, no cycle
+from . import db, recovery
 from .backups.fingerprint import Fingerprint, fingerprint, row_count
 from .backups.policy import RetentionPolicy
 from .backups.restore import attach_month

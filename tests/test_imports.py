@@ -10,7 +10,8 @@ import pytest
 
 MODULES = ["cosmic_ops.backups", "cosmic_ops.backups.policy", "cosmic_ops.partitions", "cosmic_ops.retention",
            "cosmic_ops.recovery", "cosmic_ops.lifecycle", "cosmic_ops.monitoring", "cosmic_ops.assets.common",
-           "cosmic_ops.definitions"]
+           "cosmic_ops.definitions", "cosmic_ops.backups.restore", "cosmic_ops.partitions.maintain",
+           "cosmic_ops.partitions.rehome", "cosmic_ops.lifecycle.archive", "cosmic_ops.lifecycle.saves"]
 
 
 @pytest.mark.parametrize("module", MODULES)

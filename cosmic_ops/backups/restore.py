@@ -17,7 +17,7 @@ from typing import Optional
 import psycopg
 from psycopg import sql
 
-from .. import db
+from .. import db, recovery
 from ..partitions.catalog import partition_for_month
 from ..timeutil import month_bounds_utc, month_start
 from .fingerprint import fingerprint
@@ -110,11 +110,9 @@ def restore_month(
     ``schema.table`` (schema defaults to the partition's), left standalone. Either way it
     holds ``parent``'s maintenance lock scope: a new table of the month, or the month
     itself, must not appear while another job changes the table."""
-    from ..recovery import table_maintenance  # recovery -> retention -> this package: import when used
-
     started = time.monotonic()
     month = month_start(month)
-    with table_maintenance(conn, parent, store=store, retry=policy) as recovered:
+    with recovery.table_maintenance(conn, parent, store=store, retry=policy) as recovered:
         generation = newest_proven_generation(store, conn.info.dbname, parent, month)
         m = generation.manifest
         as_partition = table is None

@@ -46,10 +46,10 @@ from .catalog import (
     partition_key,
     storage_parameters,
 )
+from .. import recovery
 from .policy import IndexSpec, PartitionPolicy, PolicyError
 
 if TYPE_CHECKING:
-    from .. import recovery
     from ..backups.store import BackupStore
 
 Bound = Union[datetime, date]
@@ -440,9 +440,6 @@ def ensure_months(
     if dry_run:
         plan = read_with_retry(conn, lambda c: plan_months(c, policy, wanted), what="plan", retry=retry)
         return MaintenanceResult(plan, [], True)
-    # Imported when used: recovery -> retention -> backups -> this package would be a cycle at import.
-    from .. import recovery
-
     with recovery.table_maintenance(conn, policy.qualified_name, store=store, wait_s=lock_wait_s,
                                     retry=retry) as recovered:
         plan = read_with_retry(conn, lambda c: plan_months(c, policy, wanted), what="plan", retry=retry)

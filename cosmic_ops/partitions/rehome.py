@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Optional
 
 import psycopg
 
+from .. import recovery
 from ..db import RetryPolicy, end_read
 from .maintain import ActionResult, PartitionConflict, apply_plan, plan_months, read_with_retry
 from .policy import PartitionPolicy, PolicyError
@@ -70,8 +71,6 @@ def rehome_default_rows(
     if max_months is not None and max_months < 1:
         raise PolicyError(f"max_months must be at least 1, got {max_months}")
     end_read(conn)
-    from .. import recovery  # when used: recovery -> retention -> backups -> partitions is a cycle at import
-
     held = (contextlib.nullcontext(recovery.Recovery()) if dry_run else
             recovery.table_maintenance(conn, policy.qualified_name, store=store, wait_s=lock_wait_s, retry=retry))
     with held as recovered:
