@@ -5,7 +5,6 @@ month without a verified backup of it."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import date
 
 import psycopg
@@ -20,6 +19,7 @@ from cosmic_ops.retention import RetentionRefused, retire_month
 from cosmic_ops.timeutil import month_bounds_utc
 
 from .backups.helpers import TODAY, backed_up, bootstrap_without_default, make_month, month_rows, store_for
+from .lockwait import wait_for_lock_wait
 
 POLICY = RetentionPolicy()
 LIMIT_S = 120  # only keeps a broken test from hanging forever
@@ -158,11 +158,7 @@ def _cancelled_concurrent_detach(conninfo, name):
     thread = threading.Thread(target=detach)
     thread.start()
     with psycopg.connect(conninfo, autocommit=True) as watcher:
-        deadline = time.monotonic() + LIMIT_S
-        while not watcher.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
-                                  (detacher.info.backend_pid,)).fetchone()[0]:
-            assert time.monotonic() < deadline, "the detach never waited"
-            time.sleep(0.01)
+        wait_for_lock_wait(conninfo, pid=detacher.info.backend_pid, limit_s=LIMIT_S, what="the detach")
         watcher.execute("SELECT pg_cancel_backend(%s)", (detacher.info.backend_pid,))
         thread.join()
         reader.close()

@@ -18,24 +18,14 @@ import psycopg
 from cosmic_ops.db import RetryPolicy
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months
 
+from ..lockwait import wait_for_lock_wait
+
 MONTH = date(2026, 5, 1)
 IN_MONTH = datetime(2026, 5, 10, 12, tzinfo=timezone.utc)
 INSERT = "INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES (%s, 'login', %s)"
 # Long enough that nothing here times out while the test lines sessions up; the waits
 # below end on conditions, not on time.
 PATIENT = RetryPolicy(lock_timeout_ms=60_000, attempts=1)
-
-
-def _wait_until_waiting(conninfo: str, application_name: str, deadline_s: float = 60.0) -> None:
-    """Return once that session is blocked on a lock (a condition polled, not a sleep)."""
-    end = time.monotonic() + deadline_s
-    with psycopg.connect(conninfo, autocommit=True) as watcher:
-        while time.monotonic() < end:
-            if watcher.execute("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
-                               "AND wait_event_type = 'Lock')", (application_name,)).fetchone()[0]:
-                return
-            time.sleep(0.01)
-    raise AssertionError(f"{application_name} never waited on a lock")
 
 
 def _partition_counts(conninfo: str) -> dict[str, int]:
@@ -67,11 +57,11 @@ def test_an_insert_planned_during_the_create_waits_and_lands_in_its_month(event_
 
     creator = threading.Thread(target=create)
     creator.start()
-    _wait_until_waiting(event_db, "cosmic_ops:test-create")
+    wait_for_lock_wait(event_db, application_name="cosmic_ops:test-create", limit_s=60, what="the create step")
     # A second game insert arrives while the create step queues for its locks.
     inserter = threading.Thread(target=game_insert)
     inserter.start()
-    _wait_until_waiting(event_db, "game-insert")
+    wait_for_lock_wait(event_db, application_name="game-insert", limit_s=60, what="the game insert")
     open_game.commit()
     open_game.close()
     creator.join()

@@ -4,7 +4,6 @@ nothing half done; a held maintenance lock makes the run fail, never a silent no
 from __future__ import annotations
 
 import threading
-import time
 from datetime import date
 
 import psycopg
@@ -15,6 +14,7 @@ from cosmic_ops import db
 from cosmic_ops.db import LockRetriesExhausted, MaintenanceLockBusy, RetryPolicy
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months, rehome_default_rows
 
+from ..lockwait import wait_for_lock_wait
 from .helpers import insert_events, row_fingerprint, tree_snapshot
 
 QUICK = RetryPolicy(lock_timeout_ms=100, attempts=3, backoff_s=0.05, max_backoff_s=0.1)
@@ -96,16 +96,9 @@ def test_killed_run_leaves_nothing_and_the_next_run_finishes(event_db, econn):
         other.execute("LOCK TABLE event_logs_default IN ACCESS SHARE MODE")
         thread = threading.Thread(target=victim)
         thread.start()
-        waiting = None
-        for _ in range(2000):  # until the victim waits inside its create transaction
-            waiting = watcher.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'victim_run' "
-                "AND wait_event_type = 'Lock'").fetchone()
-            if waiting:
-                break
-            time.sleep(0.01)
-        assert waiting, "the run never reached its lock wait"
-        watcher.execute("SELECT pg_terminate_backend(%s)", (waiting[0],))
+        # Until the victim waits inside its create transaction.
+        waiting = wait_for_lock_wait(event_db, application_name="victim_run", limit_s=20, what="the run")
+        watcher.execute("SELECT pg_terminate_backend(%s)", (waiting,))
         thread.join()
         other.rollback()
     assert errors and isinstance(errors[0], psycopg.OperationalError)
