@@ -31,7 +31,7 @@ import psycopg
 from psycopg import errors, sql
 
 from . import db, recovery
-from .backups.fingerprint import Fingerprint, fingerprint, row_count
+from .fingerprint import Fingerprint, fingerprint, row_count
 from .backups.policy import RetentionPolicy
 from .backups.restore import attach_month
 from .backups.store import BackupStore, Generation

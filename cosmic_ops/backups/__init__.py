@@ -1,7 +1,7 @@
 """Backups of the managed database: per-month dumps, full parallel dumps, verification
 by scratch restore, restore of a month, PITR readiness. Plain Python over psycopg."""
 
-from .fingerprint import Fingerprint, fingerprint, table_columns
+from ..fingerprint import Fingerprint, fingerprint, table_columns
 from .full import FullBackupResult, full_backup, verify_full_backup
 from .month import BackupResult, NoPartitionToBackUp, backup_month
 from .pitr import PitrReport, pitr_readiness

@@ -20,7 +20,7 @@ from psycopg import sql
 from .. import db, recovery
 from ..partitions.catalog import partition_for_month
 from ..timeutil import month_bounds_utc, month_start
-from .fingerprint import fingerprint
+from ..fingerprint import fingerprint
 from .scratch import stream_table_data
 from .store import BackupStore, Generation
 from .tools import PgClient

@@ -43,7 +43,7 @@ def ensure_month_partitions(
     policy = table if isinstance(table, PartitionPolicy) else POLICIES.get(table)
     if policy is None:
         raise PolicyError(f"no partition policy for table {table!r}; pass a PartitionPolicy")
-    plan = plan_months(conn, policy, months)
+    plan = plan_months(conn, policy, months, online=False)  # the caller's one transaction
     if plan.conflicts:
         raise PartitionConflict("; ".join(f"{c.target}: {c.reason}" for c in plan.conflicts))
     for action in plan.actions:
