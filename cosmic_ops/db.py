@@ -212,6 +212,11 @@ class RetryPolicy:
         return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
+# What a transaction under ``run_locked`` retries from the start: our lock_timeout fired, or
+# (READ COMMITTED) a row it was locking was moved to another partition by the game meanwhile.
+RETRIED_CONFLICTS = (errors.LockNotAvailable, errors.SerializationFailure)
+
+
 @dataclass
 class DdlOutcome:
     attempts: int
@@ -226,7 +231,8 @@ def run_locked(
     policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
 ) -> DdlOutcome:
-    """Run ``work`` in one transaction under ``SET LOCAL lock_timeout``; retry on lock timeout.
+    """Run ``work`` in one transaction under ``SET LOCAL lock_timeout``; retry it whole on a lock
+    timeout or a serialization failure (``RETRIED_CONFLICTS``).
 
     ``work`` must only issue statements (no commit): on a lock timeout the whole
     transaction rolls back, so a failed attempt leaves nothing half-done.
@@ -246,14 +252,15 @@ def run_locked(
                 )
                 work(conn)
             return DdlOutcome(attempts=attempt, lock_wait_s=waited)
-        except errors.LockNotAvailable:
+        except RETRIED_CONFLICTS as exc:
             waited += time.monotonic() - started
             if attempt == policy.attempts:
                 break
             delay = policy.backoff(attempt)
             log.warning(
-                "%s: lock not granted within %d ms (attempt %d/%d); retrying in %.2fs",
-                what, policy.lock_timeout_ms, attempt, policy.attempts, delay,
+                "%s: %s (attempt %d/%d); retrying in %.2fs", what,
+                f"lock not granted within {policy.lock_timeout_ms} ms" if isinstance(exc, errors.LockNotAvailable)
+                else "a concurrent update moved a row it was locking", attempt, policy.attempts, delay,
             )
             sleep(delay)
             waited += delay

@@ -20,6 +20,7 @@ Why the copy is correct while the game writes:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -331,13 +332,17 @@ class OnlineMove:
               say: Callable[[str], None], poke: Hook) -> None:
         started = time.monotonic()
         last: Optional[tuple] = None
+        # A batch that meets a row the game just moved to another partition fails and is simply
+        # run again (it has changed nothing): more attempts, and short pauses, than for DDL.
+        copy_retry = dataclasses.replace(retry, attempts=max(retry.attempts, 20), backoff_s=min(retry.backoff_s, 0.02),
+                                         max_backoff_s=min(retry.max_backoff_s, 0.5))
         while True:
             result: list[Any] = []
 
             def batch(c: psycopg.Connection) -> None:
                 result[:] = c.execute(self.batch_statement(last is None), last or ()).fetchone()
 
-            db.run_locked(conn, batch, what=f"copy a batch of {self.source}", policy=retry)
+            db.run_locked(conn, batch, what=f"copy a batch of {self.source}", policy=copy_retry)
             seen, inserted, *key = result
             if seen == 0:
                 break
