@@ -12,6 +12,7 @@ from .assets import archive as archive_assets
 from .assets import backups as backup_assets
 from .assets import event_logs as event_log_assets
 from .assets import monitoring as monitoring_assets
+from .assets import resplit as resplit_assets
 from .assets import retention as retention_assets
 from .assets import saves as save_assets
 from .assets import schema as schema_assets
@@ -26,6 +27,7 @@ DOMAIN_MODULES = [
     retention_assets,
     archive_assets,
     save_assets,
+    resplit_assets,
 ]
 
 defs = dg.Definitions.merge(

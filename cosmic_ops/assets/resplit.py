@@ -14,7 +14,6 @@
   check, so a failed verification stops the drop; and daily, for kept ones whose time came.
 """
 
-from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Optional
@@ -22,7 +21,13 @@ from typing import Annotated, Optional
 import dagster as dg
 from pydantic import Field
 
-from ..layout.resplit import drop_kept_partitions, plan_resplit, resplit_hash_partitions, verified_moves
+from ..layout.resplit import (
+    drop_kept_partitions,
+    kept_partitions,
+    plan_resplit,
+    resplit_hash_partitions,
+    verified_moves,
+)
 from ..resources import PostgresResource
 from ..units import parse_duration
 from .common import MAINTENANCE_POOL, PlainIdentifier, as_of_tags, parsed_by, run_clock
@@ -94,14 +99,18 @@ def hash_resplit(context: dg.AssetExecutionContext, config: ResplitConfig,
 
 
 @dg.asset_check(asset=hash_resplit, blocking=True,
-                description="Every move of the latest re-split swapped after a verification (count and checksum "
-                            "per new partition equal to the old partition's rows) and its new partitions are attached.")
+                description="Every move of the latest re-split, and every move whose old partition is still kept, "
+                            "swapped after a verification (count and checksum per new partition equal to the old "
+                            "partition's rows) and its new partitions are attached.")
 def hash_resplit_verified(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     event = context.instance.get_latest_materialization_event(RESPLIT_KEY)
     metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
     move_ids = list(metadata["move_ids"].value) if "move_ids" in metadata else []
     with postgres.connect(purpose="check hash re-split") as conn:
-        found = verified_moves(conn, move_ids)
+        # What the drop step may drop next: every kept old partition of the table, not only this run's.
+        if "table" in metadata:
+            move_ids += [k.move_id for k in kept_partitions(conn, metadata["table"].value)]
+        found = verified_moves(conn, sorted(set(move_ids)))
     failed = [why for ok, why in found.values() if not ok]
     return dg.AssetCheckResult(
         passed=not failed,
@@ -127,7 +136,8 @@ def hash_resplit_old_partitions(context: dg.AssetExecutionContext, config: DropK
     now = run_clock(context)
     with postgres.connect(purpose="drop re-split leftovers") as conn:
         dropped = drop_kept_partitions(conn, f"{config.schema_name}.{config.table}",
-                                       swapped_before=now - config.keep(), dry_run=config.dry_run,
+                                       swapped_before=now - config.keep() if config.keep() else None,
+                                       dry_run=config.dry_run,
                                        retry=config.retry(), lock_wait_s=config.maintenance_lock_wait_s)
     return dg.MaterializeResult(metadata={
         "as_of": now.isoformat(), "keep_for": config.keep_for, "dry_run": config.dry_run,

@@ -321,10 +321,11 @@ def kept_partitions(conn: psycopg.Connection, table: str) -> list[KeptPartition]
 
 def drop_kept_partitions(conn: psycopg.Connection, table: str, *, swapped_before, dry_run: bool = False,
                          retry: db.RetryPolicy = db.RetryPolicy(), lock_wait_s: float = 0.0) -> list[KeptPartition]:
-    """Drop the old partitions kept by re-splits of ``table`` that swapped before
-    ``swapped_before`` (the run's clock minus the operator's retention) and whose move was
-    verified; returns those dropped (or, in a dry run, those that would be)."""
-    due = [k for k in kept_partitions(conn, table) if k.verified and k.swapped_at < swapped_before]
+    """Drop the old partitions kept by re-splits of ``table`` whose move was verified and that
+    swapped before ``swapped_before`` (the run's clock minus the operator's retention; ``None``:
+    no retention, drop once verified); returns those dropped (or, in a dry run, would be)."""
+    due = [k for k in kept_partitions(conn, table)
+           if k.verified and (swapped_before is None or k.swapped_at < swapped_before)]
     if dry_run or not due:
         return due
     root = conn.execute("SELECT pg_partition_root(%s::regclass)::oid::bigint", (table,)).fetchone()[0]
