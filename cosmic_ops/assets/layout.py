@@ -9,8 +9,9 @@
   result carries the numbers and a split proposal per table.
 - ``layout_split_proposal_sensor``: when that check warns for a table it did not warn for
   before, asks the operator to plan a split, once, as an observation of the asset (what to
-  split, to which modulus, what to expect after). It proposes and never runs anything: there
-  is no job to request, and a split is an operator's decision.
+  split, to which modulus, what to expect after), and requests the split's *plan*
+  (``hash_resplit_plan_job``: a dry run that changes and materializes nothing). It never runs
+  the split itself: that is an operator's decision (``hash_resplit_job``).
 """
 
 import json
@@ -21,6 +22,7 @@ from pydantic import Field
 
 from .. import layout
 from ..resources import PostgresResource
+from .resplit import hash_resplit_plan_job
 
 GROUP = "layout"
 ASSET_NAME = "celestial_bodies_layout"
@@ -161,13 +163,27 @@ def _proposal_event(finding: Mapping[str, Any], evaluation_id: int) -> dg.AssetO
     )
 
 
+def _plan_request(finding: Mapping[str, Any], evaluation_id: int) -> dg.RunRequest | None:
+    """The dry run of the proposed split, for the operator to read before starting it."""
+    proposal = finding.get("proposal")
+    if not proposal or not proposal.get("partitions"):
+        return None
+    schema_name, _, table = str(finding["table"]).rpartition(".")
+    config = {"schema_name": schema_name or "public", "table": table, "modulus": int(proposal["target_modulus"]),
+              "remainders": sorted({int(p["remainder"]) for p in proposal["partitions"]})}
+    return dg.RunRequest(run_key=f"plan-split:{finding['table']}:{evaluation_id}",
+                         run_config={"ops": {"plan_hash_resplit_op": {"config": config}}},
+                         tags={"cosmic_ops/proposed_by": "layout_split_proposal_sensor"})
+
+
 @dg.sensor(
     name="layout_split_proposal_sensor",
+    job=hash_resplit_plan_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="When hash_layout_within_policy warns for a table, asks the operator (once per table while it "
-                "keeps warning) to plan a split: an observation of celestial_bodies_layout with the proposal. "
-                "Never runs a split.",
+                "keeps warning) to plan a split: an observation of celestial_bodies_layout with the proposal, "
+                "and a run of the split's plan (a dry run). Never runs a split.",
 )
 def layout_split_proposal_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     seen, active = _cursor(context.cursor)
@@ -183,6 +199,7 @@ def layout_split_proposal_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
     findings = [] if evaluation.passed or findings_entry is None else findings_entry.value
     still: dict[str, int] = {}
     events = []
+    requests = []
     for finding in findings:
         table = finding["table"]
         if table in active:
@@ -192,6 +209,9 @@ def layout_split_proposal_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
         event = _proposal_event(finding, record.id)
         context.log.warning("%s", event.description)
         events.append(event)
+        request = _plan_request(finding, record.id)
+        if request is not None:
+            requests.append(request)
     cursor = json.dumps({"evaluation": record.id, "active": still}, sort_keys=True)
     if events:
         skip = "; ".join(e.description for e in events)
@@ -200,6 +220,8 @@ def layout_split_proposal_sensor(context: dg.SensorEvaluationContext) -> dg.Sens
             sorted(still))
     else:
         skip = f"{CHECK_NAME} passed: no split to propose"
+    if requests:
+        return dg.SensorResult(asset_events=events, cursor=cursor, run_requests=requests)
     return dg.SensorResult(asset_events=events, cursor=cursor, skip_reason=skip)
 
 

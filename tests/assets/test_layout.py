@@ -109,14 +109,17 @@ def test_check_warns_for_the_skewed_table_with_its_numbers_and_hottest_key(demo_
     assert evaluation.metadata["tables_over_threshold"].value == 1
 
 
-def test_sensor_proposes_a_split_once_and_runs_nothing(demo_db):
+def test_sensor_proposes_a_split_once_and_asks_only_for_its_plan(demo_db):
     instance = dg.DagsterInstance.ephemeral()
     assert tick(instance).skip_message.endswith("has not been evaluated yet")
     materialize(demo_db, instance)
     runs_before = len(instance.get_runs())
 
     first = tick(instance)
-    assert first.run_requests == []
+    [request] = first.run_requests  # the plan (a dry run) of the proposed split, never the split
+    assert request.job_name in (None, "hash_resplit_plan_job")
+    assert request.run_config["ops"]["plan_hash_resplit_op"]["config"]["table"] == "orders"
+    assert request.run_config["ops"]["plan_hash_resplit_op"]["config"]["modulus"] == 8
     [event] = first.asset_events
     assert isinstance(event, dg.AssetObservation) and event.asset_key == dg.AssetKey(layout_assets.ASSET_NAME)
     assert event.description.startswith("public.orders: skew")
@@ -124,7 +127,6 @@ def test_sensor_proposes_a_split_once_and_runs_nothing(demo_db):
     assert f"key {HOT_KEY} holds" in event.description
     proposed = event.metadata["proposed_split"].value
     assert proposed["table"] == "public.orders" and proposed["target_modulus"] == 8
-    assert first.skip_message == event.description  # the tick history shows the proposal too
 
     assert "no new evaluation" in tick(instance, first.cursor).skip_message
     materialize(demo_db, instance)  # still skewed: proposed already, not again
@@ -143,7 +145,7 @@ def test_sensor_proposes_a_split_once_and_runs_nothing(demo_db):
         fill(conn, "orders", {HOT_KEY: 6_000})
     materialize(demo_db, instance)
     assert len(tick(instance, cleared.cursor).asset_events) == 1  # a new crossing is proposed again
-    # Every run in the instance is one of the four materializations: the sensor launched none.
+    # Every run in the instance is one of the four materializations: a tick evaluated here launches nothing.
     assert len(instance.get_runs()) == runs_before + 3
     assert {run.job_name for run in instance.get_runs()} == {"__ephemeral_asset_job__"}
 
