@@ -47,6 +47,7 @@ from .catalog import (
     storage_parameters,
 )
 from .. import recovery
+from ..online.move import insertable_columns
 from .actions import (
     Action,
     ActionResult,
@@ -164,18 +165,6 @@ class Plan:
 # Planning
 
 
-def _insertable_columns(conn: psycopg.Connection, parent: str) -> list[str]:
-    rows = conn.execute(
-        """
-        SELECT attname FROM pg_attribute
-        WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-        ORDER BY attnum
-        """,
-        (parent,),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 def read_key(conn: psycopg.Connection, policy: PartitionPolicy) -> PartitionKey:
     """The parent's partition key, checked against the policy."""
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (policy.qualified_name,)).fetchone()[0]
@@ -208,7 +197,7 @@ def plan_months(conn: psycopg.Connection, policy: PartitionPolicy, months: Itera
     indexes = indexes_of(conn, oids)
     storage = storage_parameters(conn, oids)
     parent_covers = [s for s in policy.indexes if any(index_matches(i, s) for i in indexes[parent_oid])]
-    columns = _insertable_columns(conn, policy.qualified_name)
+    columns = list(insertable_columns(conn, parent_oid))
     parent = qualified(policy.schema, policy.table)
 
     plan = Plan(policy=policy, months=wanted, actions=[])
