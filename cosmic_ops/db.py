@@ -231,7 +231,7 @@ def retrying(
     what: str,
     policy: RetryPolicy = RetryPolicy(),
     retried: tuple[type[BaseException], ...] = RETRIED_CONFLICTS,
-    exhausted: Callable[[], str] = lambda: "nothing was changed",
+    exhausted: Callable[[], str] = lambda: "Nothing was changed.",
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[T, DdlOutcome]:
     """THE retry loop of every statement that waits for a lock: ``attempt_once(attempt)`` (1-based)

@@ -33,9 +33,9 @@ from psycopg import errors, sql
 from . import db, recovery
 from .fingerprint import Fingerprint, fingerprint, row_count
 from .backups.policy import RetentionPolicy
-from .backups.restore import attach_month
 from .backups.store import BackupStore, Generation
 from .backups.verify import qualified_name
+from .partitions import attach_month_table, policy_for
 from .partitions.catalog import Partition, default_partition, list_partitions, partition_for_month
 from .timeutil import month_start
 
@@ -317,8 +317,8 @@ def _detach_concurrently(conninfo: str, parent: sql.Composable, table: sql.Compo
                 raise
 
         def left() -> str:
-            return ("it is left 'detach pending' and the next job on the table finalizes it"
-                    if _detach_pending(session, oid) else "nothing was changed")
+            return ("It is left 'detach pending' and the next job on the table finalizes it."
+                    if _detach_pending(session, oid) else "Nothing was changed.")
 
         return db.retrying(attempt_once, what=f"detach of oid {oid}", policy=policy,
                            retried=(errors.LockNotAvailable, errors.QueryCanceled), exhausted=left)[1].attempts
@@ -405,7 +405,7 @@ def apply_retirement(
         db.run_locked(conn, recount_then_finish, what=f"retire {plan.table_schema}.{plan.table_name}",
                       policy=policy)
     except _ChangedAfterDetach as changed:
-        attach_month(conn, parent, plan.table_schema, plan.table_name, month, policy=policy)
+        attach_month_table(conn, policy_for(conn, parent), plan.table_schema, plan.table_name, month, policy)
         store.clear_retirement(database, key, month)
         raise RetentionRefused(
             f"{plan.table_schema}.{plan.table_name} held {changed.counted.rows} rows (checksum "

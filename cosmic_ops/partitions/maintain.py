@@ -56,6 +56,7 @@ from .actions import (
     CreatePartition,
     SetStorage,
     SplitDefault,
+    attach_check_name,
     attach_month_statements,
     index_statement,
     month_table_statements,
@@ -297,6 +298,25 @@ def apply_action(conn: psycopg.Connection, action: Action, retry: RetryPolicy) -
     started = time.monotonic()
     outcome: DdlOutcome = run_locked(conn, work, what=f"{action.kind} {action.target}", policy=retry)
     return ActionResult(action, outcome.attempts, outcome.lock_wait_s, time.monotonic() - started, moved[0])
+
+
+def attach_month_table(conn: psycopg.Connection, policy: PartitionPolicy, schema: str, name: str, month: date,
+                       retry: RetryPolicy = RetryPolicy()) -> None:
+    """THE way a standalone table becomes ``month``'s partition (a restored month, a retirement
+    undone): bounds typed for the key in the policy's time zone, a CHECK equal to the partition
+    constraint added first in its own transaction (its scan locks only that table), then
+    ATTACH (no scan under the parent's lock) and the CHECK dropped."""
+    end_read(conn)
+    key = read_key(conn, policy)
+    lower, upper = month_bounds(policy, key, month)
+    parent = qualified(policy.schema, policy.table)
+    table = qualified(schema, name)
+    end_read(conn)
+    run_locked(conn, lambda c: c.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK {}").format(
+        table, attach_check_name(name), range_predicate(policy.partition_column, lower, upper))),
+        what=f"bounds check on {schema}.{name}", policy=retry)
+    run_locked(conn, lambda c: [c.execute(s) for s in attach_month_statements(parent, table, name, lower, upper)],
+               what=f"attach {schema}.{name} to {policy.qualified_name}", policy=retry)
 
 
 def read_with_retry(conn: psycopg.Connection, read: Callable[[psycopg.Connection], T], *, what: str,
