@@ -104,8 +104,8 @@ LIFECYCLE_ASSET_ARGS = dict(
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=MAINTENANCE_POOL,
     group_name="lifecycle",
-    kinds={"postgres"},
 )
+LIFECYCLE_KINDS = {"postgres"}
 
 
 # ---------------------------------------------------------------------------
