@@ -21,13 +21,14 @@ def months_label(scope: MonthScope) -> str:
     return f"{scope.month:%Y-%m}" if last == scope.month else f"{scope.month:%Y-%m} .. {last:%Y-%m}"
 
 
-def _run(log: BatchLog, scope: MonthScope, unit: str) -> dict[str, Any]:
-    """The run as a whole (its batches span its months): named ``run_*`` so no month takes them for its own."""
+def _run(log: BatchLog, scope: MonthScope, done: str) -> dict[str, Any]:
+    """The run as a whole (its batches span its months): named ``run_*`` so no month takes them
+    for its own. ``done``: what the run counts (``rows_moved``, ``saves_packed``)."""
     return {
         "run_months": months_label(scope),
-        f"run_{unit}": log.moved,
+        f"run_{done}": log.moved,
         "run_batches": log.batches,
-        f"run_{unit}_per_s": round(log.per_s, 1),
+        f"run_{log.unit}_per_s": round(log.per_s, 1),
         "run_longest_batch_s": round(log.longest_batch_s, 4),
         "run_seconds": round(log.elapsed_s, 3),
     }
@@ -83,7 +84,7 @@ def archive_plan(asset_key: dg.AssetKey, partition: str, plan: ArchivePlan) -> d
 
 
 def saves_run(report: CompressReport, codec: str, workers: int) -> dict[str, Any]:
-    return {**_run(report.log, report.scope, "saves"), "run_skipped_changed": report.skipped_changed,
+    return {**_run(report.log, report.scope, "saves_packed"), "run_skipped_changed": report.skipped_changed,
             "codec": codec, "workers": workers}
 
 
