@@ -64,6 +64,11 @@ def config(**values):
     return {"ops": {"event_log_partitions": {"config": values}}}
 
 
+def _range(keys):
+    """Tags of one run over the months ``keys[0]`` .. ``keys[-1]`` (a single-run backfill)."""
+    return {event_logs.RANGE_START_TAG: keys[0], event_logs.RANGE_END_TAG: keys[-1]}
+
+
 def metadata(result):
     (event,) = result.get_asset_materialization_events()
     return {k: v.value for k, v in event.materialization.metadata.items()}
@@ -113,19 +118,24 @@ def test_rematerializing_changes_nothing_and_reports_metadata(database):
 
 
 def test_plan_job_records_the_plan_as_an_observation_and_nothing_else(database):
+    instance = dg.DagsterInstance.ephemeral()
+    existing, new = latest_keys()[-2:]
+    assert materialize(database, existing, instance=instance).success
+    materialized = instance.get_materialized_partitions(event_logs.ASSET_KEY)
+    checked = check_executions(instance, event_logs.MONTH_QUERY_PRUNED)
     with db.connect(database) as conn:
         before = tree_snapshot(conn)
-    instance = dg.DagsterInstance.ephemeral()
-    key = latest_keys()[-1]
     run = event_logs.event_log_partitions_plan.execute_in_process(
-        partition_key=key, tags=RUN_TAGS, resources=resources(database), instance=instance)
+        tags={**RUN_TAGS, **_range([existing, new])}, resources=resources(database), instance=instance)
     assert run.success
-    (plan,) = observations(instance, event_logs.ASSET_KEY, key)
+    (plan,) = observations(instance, event_logs.ASSET_KEY, new)
     assert plan["planned_actions"] == 1
     assert "ATTACH PARTITION" in plan["plan"] and "CREATE TABLE" in plan["plan"]
+    (nothing,) = observations(instance, event_logs.ASSET_KEY, existing)
+    assert nothing["planned_actions"] == 0 and "Nothing to do" in nothing["plan"]
     # No materialization, no check execution (not even a planned, "skipped" one), nothing changed.
-    assert instance.get_materialized_partitions(event_logs.ASSET_KEY) == set()
-    assert check_executions(instance, event_logs.MONTH_QUERY_PRUNED) == []
+    assert instance.get_materialized_partitions(event_logs.ASSET_KEY) == materialized == {existing}
+    assert check_executions(instance, event_logs.MONTH_QUERY_PRUNED) == checked == [("SUCCEEDED", existing)]
     with db.connect(database) as conn:
         assert tree_snapshot(conn) == before
 
@@ -151,10 +161,6 @@ def test_checks_fail_on_a_broken_database_and_say_why(database):
         evaluations["partitions_have_policy_indexes_and_storage"].description
     assert evaluations["partitions_contiguous"].passed
     assert checks(materialize(database, key))["month_query_pruned"].passed
-
-
-def _range(keys):
-    return {event_logs.RANGE_START_TAG: keys[0], event_logs.RANGE_END_TAG: keys[-1]}
 
 
 def test_a_range_run_materializes_every_month_in_one_run_and_checks_each(database):
