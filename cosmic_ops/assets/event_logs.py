@@ -114,7 +114,8 @@ def plan_event_log_partitions(context: dg.OpExecutionContext, config: LockSettin
     with postgres.connect(purpose="event_log_partitions plan") as conn:
         plan = ensure_months(conn, POLICY, months, dry_run=True, retry=config.retry()).plan
         for month in months:
-            context.log_event(md.plan(plan.for_month(month), plan.for_month(month).to_markdown(conn)))
+            month_plan = plan.for_month(month)
+            context.log_event(md.plan(ASSET_KEY, month_plan, month_plan.to_markdown(conn)))
     context.log.info("planned %d action(s) for %d month(s); nothing changed", len(plan.actions), len(months))
 
 

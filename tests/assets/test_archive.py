@@ -150,3 +150,14 @@ def test_nightly_schedule_requests_the_newly_due_month():
     keys = [r.partition_key for r in schedule.evaluate_tick(context).run_requests]
     assert keys == ["2026-10-01", "2026-11-01"]
     assert all(r.run_key for r in schedule.evaluate_tick(context).run_requests)
+
+
+
+def test_the_archive_without_its_check_records_no_check(demo_db, resources):
+    with db.connect(demo_db) as conn:
+        key = destroyed_months(conn)[0].strftime("%Y-%m-01")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([destroyed_bodies_archive], partition_key=key, resources=resources, tags=RUN_TAGS,
+                            selection=dg.AssetSelection.assets(ASSET).without_checks(), instance=instance)
+    assert result.success and materialization(instance, ASSET, key)["rows_remaining"] == 0
+    assert check_executions(instance, CONSERVED) == []

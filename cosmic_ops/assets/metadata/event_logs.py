@@ -40,11 +40,10 @@ def month(facts: dict[str, Any], change: MonthChange, plan_markdown: str) -> dic
     return metadata
 
 
-def plan(month_plan: Plan, markdown: str) -> dg.AssetObservation:
-    """The plan of one month, as an observation of that month."""
+def plan(asset_key: dg.AssetKey, month_plan: Plan, markdown: str) -> dg.AssetObservation:
+    """The plan of one month (``Plan.for_month``), as an observation of that month."""
     (only,) = month_plan.months
-    return plan_observation(dg.AssetKey("event_log_partitions"), f"{only:%Y-%m}-01", markdown,
-                            planned_actions=len(month_plan.actions))
+    return plan_observation(asset_key, f"{only:%Y-%m}-01", markdown, planned_actions=len(month_plan.actions))
 
 
 def created_by_rehoming(facts: dict[str, Any]) -> dict[str, Any]:
