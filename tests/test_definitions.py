@@ -36,6 +36,8 @@ PLAN_JOBS = {
     "compressed_saves": "compressed_saves_plan",
     "event_log_vacuum": "event_log_vacuum_plan",
     "partitioned_parent_statistics": "partitioned_parent_statistics_plan",
+    "hash_resplit": "hash_resplit_plan_job",
+    "hash_resplit_old_partitions": "hash_resplit_old_partitions_plan",
 }
 
 

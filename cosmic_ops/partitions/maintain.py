@@ -150,8 +150,11 @@ class Plan:
         return not self.actions
 
     def for_month(self, month: date) -> "Plan":
-        """The part of this plan that concerns ``month``."""
-        return Plan(self.policy, [month], [a for a in self.actions if a.month == month],
+        """The part of this plan that concerns ``month`` (a split of DEFAULT concerns every month it creates)."""
+        def concerns(action: Action) -> bool:
+            return action.month == month or any(c.month == month for c in getattr(action, "creates", ()))
+
+        return Plan(self.policy, [month], [a for a in self.actions if concerns(a)],
                     {m: p for m, p in self.existing.items() if m == month})
 
     def to_markdown(self, conn: psycopg.Connection) -> str:
