@@ -150,6 +150,14 @@ class Plan:
     def is_noop(self) -> bool:
         return not self.actions
 
+    def for_month(self, month: date) -> "Plan":
+        """The part of this plan that concerns ``month`` (a split of DEFAULT concerns every month it creates)."""
+        def concerns(action: Action) -> bool:
+            return action.month == month or any(c.month == month for c in getattr(action, "creates", ()))
+
+        return Plan(self.policy, [month], [a for a in self.actions if concerns(a)],
+                    {m: p for m, p in self.existing.items() if m == month})
+
     def to_markdown(self, conn: psycopg.Connection) -> str:
         lines = [f"**Plan for `{self.policy.qualified_name}`** — months "
                  + ", ".join(f"{m:%Y-%m}" for m in self.months), ""]
@@ -329,6 +337,30 @@ def read_with_retry(conn: psycopg.Connection, read: Callable[[psycopg.Connection
     return box[0]
 
 
+@dataclass(frozen=True)
+class MonthChange:
+    """What a run did to one month: the actions applied to it and what they cost."""
+
+    month: date
+    results: list[ActionResult]
+
+    @property
+    def created(self) -> bool:
+        return any(isinstance(r.action, CreatePartition) for r in self.results)
+
+    @property
+    def rows_moved(self) -> int:
+        return sum(r.rows_moved for r in self.results)
+
+    @property
+    def lock_wait_s(self) -> float:
+        return sum(r.lock_wait_s for r in self.results)
+
+    @property
+    def lock_attempts(self) -> int:
+        return max((r.attempts for r in self.results), default=0)
+
+
 @dataclass
 class MaintenanceResult:
     plan: Plan
@@ -351,6 +383,9 @@ class MaintenanceResult:
     @property
     def rows_moved(self) -> int:
         return sum(r.rows_moved for r in self.results)
+
+    def for_month(self, month: date) -> MonthChange:
+        return MonthChange(month, [r for r in self.results if r.action.month == month])
 
 
 def apply_plan(conn: psycopg.Connection, plan: Plan, retry: RetryPolicy = RetryPolicy(), *,
