@@ -11,6 +11,7 @@ import dagster as dg
 from .assets import archive as archive_assets
 from .assets import backups as backup_assets
 from .assets import event_logs as event_log_assets
+from .assets import ledger as ledger_assets
 from .assets import monitoring as monitoring_assets
 from .assets import retention as retention_assets
 from .assets import saves as save_assets
@@ -26,6 +27,7 @@ DOMAIN_MODULES = [
     retention_assets,
     archive_assets,
     save_assets,
+    ledger_assets,
 ]
 
 defs = dg.Definitions.merge(
