@@ -11,7 +11,8 @@ import pytest
 MODULES = ["cosmic_ops.backups", "cosmic_ops.backups.policy", "cosmic_ops.partitions", "cosmic_ops.retention",
            "cosmic_ops.recovery", "cosmic_ops.lifecycle", "cosmic_ops.monitoring", "cosmic_ops.assets.common",
            "cosmic_ops.definitions", "cosmic_ops.backups.restore", "cosmic_ops.partitions.maintain",
-           "cosmic_ops.partitions.rehome", "cosmic_ops.lifecycle.archive", "cosmic_ops.lifecycle.saves"]
+           "cosmic_ops.partitions.rehome", "cosmic_ops.lifecycle.archive", "cosmic_ops.lifecycle.saves",
+           "cosmic_ops.ledger", "cosmic_ops.assets.ledger"]
 
 
 @pytest.mark.parametrize("module", MODULES)

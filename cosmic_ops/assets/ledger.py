@@ -21,9 +21,7 @@ from ..resources.backup_store import BackupStoreResource
 ASSET_KEY = dg.AssetKey("event_log_ledger")
 PARTITIONS = dg.AssetKey("event_log_partitions")
 SOURCES = (PARTITIONS, dg.AssetKey("event_log_backups"), dg.AssetKey("event_log_retention"))
-# Jobs whose successful runs change a month's life (also any run that materialized a SOURCE).
-SOURCE_JOBS = ("event_log_partitions_job", "event_log_backup_job", "event_log_retirement_job",
-               "event_log_default_rehoming_job", "restore_event_log_month")
+RESTORE_JOB = "restore_event_log_month"
 PAGE = 1000
 
 
@@ -214,11 +212,15 @@ event_log_ledger_job = dg.define_asset_job(
 )
 
 
-def touches_months(run: dg.DagsterRun) -> bool:
-    """A run that may have changed a month's life: one of SOURCE_JOBS, or one that selected a SOURCE."""
+def touches_months(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """A run that may have changed a month's life: it materialized a SOURCE (its checks ran in
+    the same run), or it restored a month (an op job: no materialization)."""
     if run.job_name == event_log_ledger_job.name:
         return False
-    return run.job_name in SOURCE_JOBS or bool(run.asset_selection and set(SOURCES) & set(run.asset_selection))
+    if run.job_name == RESTORE_JOB:
+        return True
+    events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    return any(e.dagster_event.asset_key in SOURCES for e in events if e.dagster_event)
 
 
 @dg.run_status_sensor(
@@ -229,7 +231,7 @@ def touches_months(run: dg.DagsterRun) -> bool:
     description="After a successful run that created, backed up, retired or restored a month, rebuild the ledger.",
 )
 def event_log_ledger_sensor(context: dg.RunStatusSensorContext) -> Optional[dg.RunRequest]:
-    if not touches_months(context.dagster_run):
+    if not touches_months(context.instance, context.dagster_run):
         return None
     return dg.RunRequest(run_key=f"ledger-after-{context.dagster_run.run_id}")
 
