@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 import psycopg
 
-from . import db, demo, schema, settings
+from . import db, demo, devserver, schema, settings
 from .embedded import resolve_conninfo, stop_embedded
 
 
@@ -84,14 +83,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-w", str(settings.project_root() / "workspace.yaml"),
                "-h", args.host, "-p", str(args.port)]
-    # dagster dev maps SIGTERM to whatever SIGINT does. Started in the background by a shell
-    # without job control, SIGINT is ignored, so both would be: give SIGINT (and SIGTERM) their
-    # defaults back, and the exec'd dagster dev shuts its webserver, daemon and code server down
-    # on either (exec keeps ignored signals ignored, resets handled ones).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.execvpe(command[0], command, env)
-    return 0  # pragma: no cover
+    # Stays in front of dagster dev: Ctrl-C or SIGTERM stops its whole process group (devserver).
+    code = devserver.serve(command, env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # nothing left to release; skips seconds of interpreter finalization (devserver)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -284,7 +284,7 @@ def _fill_from_records(entry: MonthEntry, generations: list[GenerationEntry], jo
         entry.created_at = creation.at.isoformat()
         entry.created_by = f"{creation.source} run {creation.run_id[:8]}" if creation.run_id else creation.source
     elif records:
-        entry.created_by = "before its first record (demo load, or outside cosmic_ops)"
+        entry.created_by = "before its first record"  # by the demo load, or outside cosmic_ops
     else:
         entry.created_by = "not recorded"
 

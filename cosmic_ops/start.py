@@ -33,6 +33,8 @@ from .backups.store import BackupStore
 from .partitions.catalog import list_partitions
 
 EVENT_LOGS = "event_logs"
+# The start prints one line per run; each run's whole log is in the UI (and in the instance).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def backup_root() -> Path:
@@ -86,7 +88,7 @@ def bootstrap(instance, *, conninfo: str, scale: str, now: datetime,
     def run(job: str, what: str, partition_key: Optional[str] = None, tags: Optional[dict] = None) -> bool:
         result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, partition_key=partition_key, tags={**as_of_tags(now), **(tags or {})},
-            raise_on_error=False)
+            run_config=QUIET, raise_on_error=False)
         report.runs.append((job, what, result.success))
         log(f"{job}: {what} ({'ok' if result.success else 'FAILED: see the run in the UI'})")
         return result.success

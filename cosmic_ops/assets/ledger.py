@@ -66,33 +66,34 @@ def partition_records(instance: dg.DagsterInstance) -> list[PartitionRecord]:
 
 
 def _month_row(m: MonthEntry) -> dict[str, Any]:
+    """One month; the columns that answer "what does this retired month depend on" come first."""
     r, newest = m.retirement, m.newest_generation
     relied = r.relied_on_entry if r else None
     restored = m.restores[-1] if m.restores else None
     return {
         "month": f"{m.month:%Y-%m}",
         "state": m.state,
-        "partition": m.partition,
-        "lower_bound": m.lower_bound,
-        "upper_bound": m.upper_bound,
-        "created_at": m.created_at,
-        "created_by": m.created_by,
         "rows": m.rows,
         "rows_basis": m.rows_basis or None,
         "bytes": m.bytes,
-        "backups": len(m.generations),
-        "newest_backup": newest.generation if newest else None,
-        "newest_backup_verified_rows": newest.verified_rows if newest else None,
         "retired_at": r.at if r else None,
         "retired_how": r.how if r and r.state == "done" else (f"interrupted ({r.state})" if r else None),
         "rows_at_retirement": r.rows if r else None,
         "relied_on_backup": r.relied_on if r else None,
         "relied_on_sha256": relied.sha256 if relied else None,
         "restore_test_rows": relied.verified_rows if relied else None,
-        "restore_test_at": relied.verified_at if relied else None,
         "restore_test_equal": r.restore_test_equal if r else None,
+        "restore_test_at": relied.verified_at if relied else None,
         "restored_at": restored.at if restored else None,
         "restored_into": (restored.table + (" (attached)" if restored.attached else "")) if restored else None,
+        "backups": len(m.generations),
+        "newest_backup": newest.generation if newest else None,
+        "newest_backup_verified_rows": newest.verified_rows if newest else None,
+        "created_at": m.created_at,
+        "created_by": m.created_by,
+        "partition": m.partition,
+        "lower_bound": m.lower_bound,
+        "upper_bound": m.upper_bound,
         "problems": "; ".join(m.problems) or None,
     }
 
@@ -141,10 +142,8 @@ def ledger_metadata(ledger: Ledger) -> dict[str, Any]:
     problems = ledger.problems
     return {
         "dagster/row_count": len(months),
-        "months": _table(months, _MONTH_TYPES, list(months[0]) if months else ["month"]),
         "retired_months": dg.MetadataValue.md(_retired_markdown(ledger)),
-        "backup_generations": _table(generations, _GENERATION_TYPES,
-                                     list(generations[0]) if generations else ["month"]),
+        "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
         "months_attached": ledger.count(ATTACHED),
         "months_retired": ledger.count(RETIRED),
         "months_retiring": ledger.count(RETIRING),
@@ -152,7 +151,9 @@ def ledger_metadata(ledger: Ledger) -> dict[str, Any]:
         "months_restored": sum(1 for m in ledger.months if m.restores),
         "generations": len(generations),
         "generations_unverified": sum(1 for g in ledger.generations if not g.verified),
-        "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        "months": _table(months, _MONTH_TYPES, list(months[0]) if months else ["month"]),
+        "backup_generations": _table(generations, _GENERATION_TYPES,
+                                     list(generations[0]) if generations else ["month"]),
     }
 
 
