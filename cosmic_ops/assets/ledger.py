@@ -119,20 +119,25 @@ def _table(rows: list[dict[str, Any]], types: dict[str, str], columns: list[str]
         schema=dg.TableSchema(columns=[dg.TableColumn(name, types.get(name, "string")) for name in columns]))
 
 
+def _minute(iso: Optional[str]) -> str:
+    return f"{datetime.fromisoformat(iso).astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC" if iso else ""
+
+
 def _retired_markdown(ledger: Ledger) -> str:
-    """One line per retired (or once retired) month: what it depends on, and whether the restore
-    test of that backup counted the rows that were dropped."""
-    lines = ["| month | retired at | how | rows retired | relies on backup | sha256 | restore test rows | "
-             "equal | restored |", "|---|---|---|---|---|---|---|---|---|"]
+    """One line per retired (or once retired) month: whether the restore test of the backup it
+    depends on counted the rows that were retired, and that backup (the sha256 last: it is long)."""
+    lines = ["| month | retired at | how | rows retired | restore test rows | equal | relies on backup | sha256 | "
+             "restored |", "|---|---|---|---|---|---|---|---|---|"]
     for m in ledger.months:
         r = m.retirement
         if r is None:
             continue
         g = r.relied_on_entry
-        restored = ", ".join(f"{x.at} into {x.table}" for x in m.restores) or ""
+        restored = ", ".join(f"{_minute(x.at)} into {x.table}" for x in m.restores)
         equal = {True: "yes", False: "**NO**", None: "unknown"}[r.restore_test_equal]
-        lines.append(f"| {m.month:%Y-%m} | {r.at or r.state} | {r.how} | {r.rows} | {r.relied_on} | "
-                     f"`{g.sha256 if g else 'missing'}` | {g.verified_rows if g else ''} | {equal} | {restored} |")
+        lines.append(f"| {m.month:%Y-%m} | {_minute(r.at) or r.state} | {r.how} | {r.rows} | "
+                     f"{g.verified_rows if g else ''} | {equal} | {r.relied_on} | "
+                     f"`{g.sha256 if g else 'missing'}` | {restored} |")
     return "\n".join(lines) if len(lines) > 2 else "no month was ever retired"
 
 

@@ -68,7 +68,9 @@ def test_the_ledger_answers_which_backup_a_retired_month_depends_on(bootstrapped
     assert row["rows_at_retirement"] == row["restore_test_rows"] == 250 and row["restore_test_equal"] is True
     assert row["created_at"] and row["created_by"] == f"event_log_partitions run {created.run_id[:8]}"
     assert row["partition"] == "public.event_logs_2025_03" and row["lower_bound"].startswith("2025-03-01")
-    assert sha256 in metadata["retired_months"].value and metadata["months_retired"].value == 1
+    (line,) = [line for line in metadata["retired_months"].value.splitlines() if line.startswith("| 2025-03 ")]
+    assert f"| drop | 250 | 250 | yes | {generation} | `{sha256}` |" in line
+    assert metadata["months_retired"].value == 1
     generations = [g.data for g in metadata["backup_generations"].value.records]
     assert [(g["generation"], g["sha256"], g["verified_rows"]) for g in generations] == [(generation, sha256, 250)]
     (evaluation,) = ledger.get_asset_check_evaluations()
