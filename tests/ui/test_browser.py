@@ -111,6 +111,11 @@ def ui():
     log = root / "cosmic-ops-dev.log"
     server = None
     try:
+        # The server first, without a moved clock (scripts/test-at-dates: under libfaketime a server's
+        # timeouts never fire); the start reuses it, and everything else runs on the moved clock.
+        real_clock = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+        subprocess.run([sys.executable, "-c", "from cosmic_ops.embedded import embedded_conninfo; embedded_conninfo()"],
+                       env=real_clock, check=True, capture_output=True)
         with open(log, "w") as out:
             server = subprocess.Popen(
                 [sys.executable, "-m", "cosmic_ops.cli", "dev", "--port", str(port)],
