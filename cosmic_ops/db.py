@@ -13,7 +13,7 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 import psycopg
 from psycopg import errors, sql
@@ -214,10 +214,54 @@ class RetryPolicy:
         return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
+T = TypeVar("T")
+
+# What a transaction under ``run_locked`` retries from the start: our lock_timeout fired, or
+# (READ COMMITTED) a row it was locking was moved to another partition by the game meanwhile.
+RETRIED_CONFLICTS = (errors.LockNotAvailable, errors.SerializationFailure)
+
+
 @dataclass
 class DdlOutcome:
     attempts: int
     lock_wait_s: float
+
+
+def retrying(
+    attempt_once: Callable[[int], T],
+    *,
+    what: str,
+    policy: RetryPolicy = RetryPolicy(),
+    retried: tuple[type[BaseException], ...] = RETRIED_CONFLICTS,
+    exhausted: Callable[[], str] = lambda: "Nothing was changed.",
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[T, DdlOutcome]:
+    """THE retry loop of every statement that waits for a lock: ``attempt_once(attempt)`` (1-based)
+    is tried up to ``policy.attempts`` times; an attempt that raises one of ``retried`` (it must
+    have changed nothing: its transaction rolled back) is followed by a capped, jittered backoff.
+    Returns the attempt's value with the attempts made and the time spent waiting (failed
+    attempts and backoff); raises ``LockRetriesExhausted`` ending with ``exhausted()``."""
+    waited = 0.0
+    for attempt in range(1, policy.attempts + 1):
+        started = time.monotonic()
+        try:
+            return attempt_once(attempt), DdlOutcome(attempts=attempt, lock_wait_s=waited)
+        except retried as exc:
+            waited += time.monotonic() - started
+            if attempt == policy.attempts:
+                break
+            delay = policy.backoff(attempt)
+            log.warning(
+                "%s: %s (attempt %d/%d); retrying in %.2fs", what,
+                "a concurrent update moved a row it was locking" if isinstance(exc, errors.SerializationFailure)
+                else f"lock not granted within {policy.lock_timeout_ms} ms", attempt, policy.attempts, delay,
+            )
+            sleep(delay)
+            waited += delay
+    raise LockRetriesExhausted(
+        f"{what}: could not acquire the lock after {policy.attempts} attempts of "
+        f"{policy.lock_timeout_ms} ms each; another session holds a conflicting lock. {exhausted()}"
+    )
 
 
 def run_locked(
@@ -228,64 +272,32 @@ def run_locked(
     policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
 ) -> DdlOutcome:
-    """Run ``work`` in one transaction under ``SET LOCAL lock_timeout``; retry on lock timeout.
+    """Run ``work`` in one transaction under ``SET LOCAL lock_timeout`` (``retrying``): a lock
+    timeout or a serialization failure rolls the whole transaction back and it runs again.
 
-    ``work`` must only issue statements (no commit): on a lock timeout the whole
-    transaction rolls back, so a failed attempt leaves nothing half-done.
-    The connection must not be inside a transaction already.
+    ``work`` must only issue statements (no commit). The connection must not be inside a
+    transaction already.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError(f"{what}: connection already inside a transaction")
-    waited = 0.0
-    for attempt in range(1, policy.attempts + 1):
-        started = time.monotonic()
-        try:
-            with conn.transaction():
-                conn.execute(
-                    sql.SQL("SET LOCAL lock_timeout = {}").format(
-                        sql.Literal(f"{policy.lock_timeout_ms}ms")
-                    )
-                )
-                work(conn)
-            return DdlOutcome(attempts=attempt, lock_wait_s=waited)
-        except errors.LockNotAvailable:
-            waited += time.monotonic() - started
-            if attempt == policy.attempts:
-                break
-            delay = policy.backoff(attempt)
-            log.warning(
-                "%s: lock not granted within %d ms (attempt %d/%d); retrying in %.2fs",
-                what, policy.lock_timeout_ms, attempt, policy.attempts, delay,
-            )
-            sleep(delay)
-            waited += delay
-    raise LockRetriesExhausted(
-        f"{what}: could not acquire the lock after {policy.attempts} attempts of "
-        f"{policy.lock_timeout_ms} ms each; another session holds a conflicting lock. "
-        "Nothing was changed."
-    )
+
+    def attempt_once(_: int) -> None:
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
+            work(conn)
+
+    return retrying(attempt_once, what=what, policy=policy, sleep=sleep)[1]
 
 
 def execute_with_retry(
     conn: psycopg.Connection, statement: sql.Composable, *, what: str, policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Run one statement that cannot sit in a transaction block (VACUUM) on an autocommit
-    session under a short lock_timeout, retrying with backoff as ``run_locked`` does; returns
-    the attempt that succeeded."""
+    """One statement that cannot sit in a transaction block (VACUUM), on an autocommit session
+    under the policy's lock_timeout (set for the session: ``SET LOCAL`` needs a transaction),
+    through ``retrying``; returns the attempt that succeeded."""
     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            conn.execute(statement)
-            return attempt
-        except errors.LockNotAvailable:
-            if attempt == policy.attempts:
-                break
-            sleep(policy.backoff(attempt))
-    raise LockRetriesExhausted(
-        f"{what}: lock not granted after {policy.attempts} attempts of {policy.lock_timeout_ms} ms; "
-        "nothing was changed"
-    )
+    return retrying(lambda _: conn.execute(statement), what=what, policy=policy, sleep=sleep)[1].attempts
 
 
 def run_ddl(
@@ -411,30 +423,27 @@ def _unlock(conn: psycopg.Connection, scopes: Sequence[LockScope]) -> None:
 
 @contextlib.contextmanager
 def hold_scopes(
-    conn: psycopg.Connection, scopes: Sequence[LockScope], *, wait_s: float = 0.0, poll_s: float = 0.5
+    conn: psycopg.Connection, scopes: Sequence[LockScope], *, wait_s: float = 0.0
 ) -> Iterator[tuple[LockScope, ...]]:
     """Hold the session-level advisory locks of ``scopes``, taken in key order (two runs
     wanting the same ones cannot deadlock), all or none.
 
-    If another session holds one for longer than ``wait_s`` we raise ``MaintenanceLockBusy``
-    naming the holder: a skipped run must never look like success.
+    Each is waited for at most what is left of ``wait_s`` (the server's own lock queue under
+    ``lock_timeout``, no polling); then we raise ``MaintenanceLockBusy`` naming the holder: a
+    skipped run must never look like success.
     """
     ordered = tuple(sorted(set(scopes), key=lambda s: (s.classid, s.objid)))
     deadline = time.monotonic() + wait_s
     held: list[LockScope] = []
     try:
         for scope in ordered:
-            while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", scope.key).fetchone()[0]:
-                if time.monotonic() >= deadline:
-                    holder = _lock_holder(conn, scope)
-                    if not conn.autocommit:
-                        conn.commit()
-                    raise MaintenanceLockBusy(
-                        f"maintenance lock of {scope.kind} {scope.name} on database {conn.info.dbname!r} is held by "
-                        f"{holder}; this run did not do its work")
+            if not _take_advisory_lock(conn, scope, deadline - time.monotonic()):
+                holder = _lock_holder(conn, scope)
                 if not conn.autocommit:
                     conn.commit()
-                time.sleep(poll_s)
+                raise MaintenanceLockBusy(
+                    f"maintenance lock of {scope.kind} {scope.name} on database {conn.info.dbname!r} is held by "
+                    f"{holder}; this run did not do its work")
             held.append(scope)
         if not conn.autocommit:
             conn.commit()
@@ -447,9 +456,22 @@ def hold_scopes(
         _unlock(conn, held)
 
 
+def _take_advisory_lock(conn: psycopg.Connection, scope: LockScope, wait_s: float) -> bool:
+    """Take ``scope``'s session-level advisory lock, waiting up to ``wait_s`` in the server's queue."""
+    if wait_s <= 0:  # lock_timeout 0 would mean "wait forever"
+        return conn.execute("SELECT pg_try_advisory_lock(%s, %s)", scope.key).fetchone()[0]
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{max(1, int(wait_s * 1000))}ms")))
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", scope.key)
+        return True
+    except errors.LockNotAvailable:
+        return False
+
+
 @contextlib.contextmanager
 def maintenance_lock(
-    conn: psycopg.Connection, *tables: str | int, wait_s: float = 0.0, poll_s: float = 0.5
+    conn: psycopg.Connection, *tables: str | int, wait_s: float = 0.0
 ) -> Iterator[tuple[LockScope, ...]]:
     """Hold the maintenance lock scope (``table_lock_scope``) of each of ``tables``.
 
@@ -463,5 +485,5 @@ def maintenance_lock(
     scopes = [table_lock_scope(conn, table) for table in tables]
     if not conn.autocommit:
         conn.commit()
-    with hold_scopes(conn, scopes, wait_s=wait_s, poll_s=poll_s) as held:
+    with hold_scopes(conn, scopes, wait_s=wait_s) as held:
         yield held

@@ -11,8 +11,10 @@ import dagster as dg
 from .assets import archive as archive_assets
 from .assets import backups as backup_assets
 from .assets import event_logs as event_log_assets
+from .assets import layout as layout_assets
 from .assets import ledger as ledger_assets
 from .assets import monitoring as monitoring_assets
+from .assets import resplit as resplit_assets
 from .assets import retention as retention_assets
 from .assets import saves as save_assets
 from .assets import schema as schema_assets
@@ -27,6 +29,8 @@ DOMAIN_MODULES = [
     retention_assets,
     archive_assets,
     save_assets,
+    layout_assets,
+    resplit_assets,
     ledger_assets,
 ]
 

@@ -14,6 +14,9 @@ state every job expects, so whichever job runs next on the table heals it:
   still hashes to its manifest, with the row count and checksum of the table, compared
   under ACCESS EXCLUSIVE as retention does -- and attached again otherwise. Nothing is
   dropped without that proof.
+- An online move (``online``: a DEFAULT split, a re-split) interrupted before its swap is
+  undone (its source still holds every row); one interrupted after its swap is finished
+  (the old table, proven copied, is dropped).
 - A month whose table is gone while its journal never said ``done`` (killed just before
   that write) is recorded done when a verified, intact backup of it exists; without one it
   is left as it is, reported, and retention refuses the month.
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 import psycopg
 from psycopg import sql
 
-from . import db
+from . import db, online
 from .backups.store import BackupStore
 from .partitions.catalog import partition_for_month
 
@@ -106,6 +109,10 @@ def recover(conn: psycopg.Connection, scopes: tuple[db.LockScope, ...], *, store
     for scope in scopes:
         if scope.classid != db.ADVISORY_LOCK_CLASS or not scope.partitioned:
             continue
+        try:  # online moves first: a half-done move must not be mistaken for anything else
+            report.actions += online.recover_moves(conn, scope.objid, retry)
+        except db.LockRetriesExhausted as exc:
+            report.problems.append(str(exc))
         journals = list(_journals(conn, store, scope)) if store is not None else []
         journalled = {record.get("table_oid") for _, _, record in journals}
         try:
@@ -208,14 +215,14 @@ def _reattach(conn: psycopg.Connection, store: BackupStore, plan: "retention.Ret
               report: Recovery, retry: db.RetryPolicy) -> None:
     """Undo a retirement that cannot be finished: the table goes back into the tree."""
     from . import retention
-    from .backups.restore import attach_month
+    from .partitions import attach_month_table, policy_for
     if plan.table_oid is None or retention.standalone_table(conn, plan.table_oid) is None:
         db.end_read(conn)
         report.problems.append(why)  # gone without proof, or already put back by apply
         return
     db.end_read(conn)
     try:
-        attach_month(conn, plan.parent, plan.table_schema, plan.table_name, plan.month, policy=retry)
+        attach_month_table(conn, policy_for(conn, plan.parent), plan.table_schema, plan.table_name, plan.month, retry)
     except (db.LockRetriesExhausted, psycopg.Error) as exc:
         if not conn.autocommit:
             conn.rollback()

@@ -22,7 +22,7 @@ import psycopg
 from .. import db
 from ..partitions.catalog import partition_for_month
 from ..timeutil import month_start
-from .fingerprint import fingerprint, table_columns
+from ..fingerprint import fingerprint, table_columns
 from .policy import checked_keep_generations
 from .restore import RestoreRefused, newest_proven_generation
 from .store import BackupStore, Generation, Manifest, sha256_of, size_of, utc_now

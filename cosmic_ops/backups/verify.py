@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from .. import db
-from .fingerprint import Fingerprint, fingerprint
+from ..fingerprint import Fingerprint, fingerprint
 from .scratch import Scratch, any_scratch, restore_toc, scratch_schema, stream_table_data
 from .store import BackupStore, Generation, Verification, sha256_of, utc_now
 from .tools import PgClient, PgToolFailed, select_toc, toc_entries

@@ -47,13 +47,32 @@ from .catalog import (
     storage_parameters,
 )
 from .. import recovery
+from ..online.move import insertable_columns
+from .actions import (
+    Action,
+    ActionResult,
+    Conflict,
+    CreateIndex,
+    CreatePartition,
+    SetStorage,
+    SplitDefault,
+    attach_check_name,
+    attach_month_statements,
+    index_statement,
+    month_table_statements,
+    qualified,
+    range_predicate,
+    storage_clause,
+)
 from .policy import IndexSpec, PartitionPolicy, PolicyError
+from . import split_default
 
 if TYPE_CHECKING:
     from ..backups.store import BackupStore
 
 Bound = Union[datetime, date]
 T = TypeVar("T")
+__all__ = ["Action", "ActionResult", "Conflict", "CreateIndex", "CreatePartition", "SetStorage", "SplitDefault"]
 TIME_KEY_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
 
 
@@ -113,49 +132,7 @@ def storage_differences(have: dict[str, str], want: dict[str, str]) -> dict[str,
 
 
 # ---------------------------------------------------------------------------
-# Actions
-
-
-@dataclass(frozen=True)
-class Action:
-    """One step of a plan; ``statements`` run in one transaction."""
-
-    month: date
-    target: str
-    reason: str
-    statements: tuple[sql.Composable, ...]
-
-    kind = "action"
-
-    def render(self, conn: psycopg.Connection) -> str:
-        return ";\n".join(s.as_string(conn) for s in self.statements) + ";"
-
-
-@dataclass(frozen=True)
-class CreatePartition(Action):
-    lower: Bound = None  # type: ignore[assignment]
-    upper: Bound = None  # type: ignore[assignment]
-    move_statement: Optional[sql.Composable] = None
-    moved_rows_count: Optional[sql.Composable] = None
-
-    kind = "create_partition"
-
-
-@dataclass(frozen=True)
-class SetStorage(Action):
-    kind = "set_storage"
-
-
-@dataclass(frozen=True)
-class CreateIndex(Action):
-    kind = "create_index"
-
-
-@dataclass(frozen=True)
-class Conflict(Action):
-    """Not applied: reported, and raised after the other actions ran."""
-
-    kind = "conflict"
+# Plans
 
 
 @dataclass
@@ -180,50 +157,13 @@ class Plan:
             lines.append("Nothing to do: every month exists with the policy's indexes and storage settings.")
         for number, action in enumerate(self.actions, 1):
             lines += [f"{number}. `{action.kind}` **{action.target}** ({action.month:%Y-%m}): {action.reason}"]
-            if action.statements:
+            if action.statements or isinstance(action, SplitDefault):
                 lines += ["", "```sql", action.render(conn), "```", ""]
         return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
 # Planning
-
-
-def _qualified(schema: str, name: str) -> sql.Composable:
-    return sql.Identifier(schema, name)
-
-
-def _storage_clause(settings: dict[str, str]) -> sql.Composable:
-    return sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(*name.split(".")), sql.Literal(value))
-        for name, value in settings.items()
-    )
-
-
-def _index_statement(table: sql.Composable, spec: IndexSpec) -> sql.Composable:
-    columns = sql.SQL(", ").join(
-        sql.SQL("{} DESC").format(sql.Identifier(c.name)) if c.descending else sql.Identifier(c.name)
-        for c in spec.columns
-    )
-    # No name: PostgreSQL picks a unique one, as it does for LIKE ... INCLUDING INDEXES.
-    return sql.SQL("CREATE INDEX ON {} ({})").format(table, columns)
-
-
-def _insertable_columns(conn: psycopg.Connection, parent: str) -> list[str]:
-    rows = conn.execute(
-        """
-        SELECT attname FROM pg_attribute
-        WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-        ORDER BY attnum
-        """,
-        (parent,),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _range_predicate(column: str, lower: Bound, upper: Bound) -> sql.Composable:
-    return sql.SQL("{c} IS NOT NULL AND {c} >= {lo} AND {c} < {hi}").format(
-        c=sql.Identifier(column), lo=sql.Literal(lower), hi=sql.Literal(upper))
 
 
 def read_key(conn: psycopg.Connection, policy: PartitionPolicy) -> PartitionKey:
@@ -242,8 +182,13 @@ def read_key(conn: psycopg.Connection, policy: PartitionPolicy) -> PartitionKey:
     return key
 
 
-def plan_months(conn: psycopg.Connection, policy: PartitionPolicy, months: Iterable[date]) -> Plan:
-    """What must change so that every month in ``months`` exists as the policy says."""
+def plan_months(conn: psycopg.Connection, policy: PartitionPolicy, months: Iterable[date], *,
+                online: bool = True) -> Plan:
+    """What must change so that every month in ``months`` exists as the policy says.
+
+    When a DEFAULT partition holds ``policy.online_move_min_rows`` rows or more, the months
+    to create become one ``SplitDefault`` (unless ``online`` is false: a caller that runs the
+    statements in its own transaction, or a table whose rows have no unique key)."""
     key = read_key(conn, policy)
     wanted = sorted({date(m.year, m.month, 1) for m in months})
     partitions = list_partitions(conn, policy.qualified_name)
@@ -253,8 +198,8 @@ def plan_months(conn: psycopg.Connection, policy: PartitionPolicy, months: Itera
     indexes = indexes_of(conn, oids)
     storage = storage_parameters(conn, oids)
     parent_covers = [s for s in policy.indexes if any(index_matches(i, s) for i in indexes[parent_oid])]
-    columns = _insertable_columns(conn, policy.qualified_name)
-    parent = _qualified(policy.schema, policy.table)
+    columns = list(insertable_columns(conn, parent_oid))
+    parent = qualified(policy.schema, policy.table)
 
     plan = Plan(policy=policy, months=wanted, actions=[])
     for month in wanted:
@@ -278,60 +223,55 @@ def plan_months(conn: psycopg.Connection, policy: PartitionPolicy, months: Itera
             continue
         plan.actions.append(_create_action(policy, month, name, lower, upper, parent, default,
                                            [s for s in policy.indexes if s not in parent_covers], columns))
+    creates = [a for a in plan.actions if isinstance(a, CreatePartition)]
+    if online and default is not None and creates:
+        split = split_default.plan_split(conn, policy, parent, parent_oid, default, creates,
+                                         [s for s in policy.indexes if s not in parent_covers])
+        if split is not None:
+            plan.actions = [split] + [a for a in plan.actions if not isinstance(a, CreatePartition)]
     return plan
 
 
 def _repairs(policy: PartitionPolicy, month: date, partition: Partition,
              indexes: Sequence[IndexInfo], storage: dict[str, str]) -> list[Action]:
-    table = _qualified(partition.schema, partition.name)
+    table = qualified(partition.schema, partition.name)
     actions: list[Action] = []
     diff = storage_differences(storage, dict(policy.storage))
     if diff:
         actions.append(SetStorage(
             month, partition.name,
             "storage settings differ: " + ", ".join(f"{k} is {h} (want {w})" for k, (h, w) in diff.items()),
-            (sql.SQL("ALTER TABLE {} SET ({})").format(table, _storage_clause({k: w for k, (_, w) in diff.items()})),),
+            (sql.SQL("ALTER TABLE {} SET ({})").format(table, storage_clause({k: w for k, (_, w) in diff.items()})),),
         ))
     for spec in policy.indexes:
         if not any(index_matches(i, spec) for i in indexes):
             actions.append(CreateIndex(month, partition.name, f"index {spec} is missing",
-                                       (_index_statement(table, spec),)))
+                                       (index_statement(table, spec),)))
     return actions
 
 
 def _create_action(policy: PartitionPolicy, month: date, name: str, lower: Bound, upper: Bound,
                    parent: sql.Composable, default: Optional[Partition], extra_indexes: list[IndexSpec],
                    columns: list[str]) -> CreatePartition:
-    table = _qualified(policy.schema, name)
-    check_name = sql.Identifier(f"{name}_attach_check")
-    predicate = _range_predicate(policy.partition_column, lower, upper)
+    table = qualified(policy.schema, name)
     parent_mode = sql.SQL("SHARE UPDATE EXCLUSIVE" if default is None else "ACCESS EXCLUSIVE")
     statements: list[sql.Composable] = [
         sql.SQL("LOCK TABLE ONLY {} IN {} MODE").format(parent, parent_mode)]
     move = count = None
     if default is not None:
         statements.append(sql.SQL("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE").format(
-            _qualified(default.schema, default.name)))
-    with_clause = sql.SQL(" WITH ({})").format(_storage_clause(dict(policy.storage))) if policy.storage else sql.SQL("")
-    statements.append(sql.SQL(
-        "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES "
-        "INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING GENERATED "
-        "INCLUDING COMPRESSION){}").format(table, parent, with_clause))
-    statements += [_index_statement(table, spec) for spec in extra_indexes]
-    statements.append(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(table, check_name, predicate))
+            qualified(default.schema, default.name)))
+    statements += month_table_statements(policy, name, lower, upper, parent, extra_indexes)
     if default is not None:
         column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         move = sql.SQL(
             "WITH moved AS (DELETE FROM ONLY {d} WHERE {p} RETURNING {cols}) "
             "INSERT INTO {t} ({cols}) SELECT {cols} FROM moved"
-        ).format(d=_qualified(default.schema, default.name), p=predicate, cols=column_list, t=table)
+        ).format(d=qualified(default.schema, default.name), p=range_predicate(policy.partition_column, lower, upper),
+                 cols=column_list, t=table)
         count = sql.SQL("SELECT count(*) FROM ONLY {}").format(table)
         statements.append(move)
-    statements += [
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-            parent, table, sql.Literal(lower), sql.Literal(upper)),
-        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, check_name),
-    ]
+    statements += attach_month_statements(parent, table, name, lower, upper)
     reason = f"missing: create [{lower}, {upper}) outside the tree, CHECK, ATTACH"
     if default is not None:
         reason += f", moving this month's rows out of {default.name} in the same transaction"
@@ -341,15 +281,6 @@ def _create_action(policy: PartitionPolicy, month: date, name: str, lower: Bound
 
 # ---------------------------------------------------------------------------
 # Applying
-
-
-@dataclass
-class ActionResult:
-    action: Action
-    attempts: int
-    lock_wait_s: float
-    seconds: float
-    rows_moved: int = 0
 
 
 def apply_action(conn: psycopg.Connection, action: Action, retry: RetryPolicy) -> ActionResult:
@@ -367,6 +298,25 @@ def apply_action(conn: psycopg.Connection, action: Action, retry: RetryPolicy) -
     started = time.monotonic()
     outcome: DdlOutcome = run_locked(conn, work, what=f"{action.kind} {action.target}", policy=retry)
     return ActionResult(action, outcome.attempts, outcome.lock_wait_s, time.monotonic() - started, moved[0])
+
+
+def attach_month_table(conn: psycopg.Connection, policy: PartitionPolicy, schema: str, name: str, month: date,
+                       retry: RetryPolicy = RetryPolicy()) -> None:
+    """THE way a standalone table becomes ``month``'s partition (a restored month, a retirement
+    undone): bounds typed for the key in the policy's time zone, a CHECK equal to the partition
+    constraint added first in its own transaction (its scan locks only that table), then
+    ATTACH (no scan under the parent's lock) and the CHECK dropped."""
+    end_read(conn)
+    key = read_key(conn, policy)
+    lower, upper = month_bounds(policy, key, month)
+    parent = qualified(policy.schema, policy.table)
+    table = qualified(schema, name)
+    end_read(conn)
+    run_locked(conn, lambda c: c.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK {}").format(
+        table, attach_check_name(name), range_predicate(policy.partition_column, lower, upper))),
+        what=f"bounds check on {schema}.{name}", policy=retry)
+    run_locked(conn, lambda c: [c.execute(s) for s in attach_month_statements(parent, table, name, lower, upper)],
+               what=f"attach {schema}.{name} to {policy.qualified_name}", policy=retry)
 
 
 def read_with_retry(conn: psycopg.Connection, read: Callable[[psycopg.Connection], T], *, what: str,
@@ -403,12 +353,18 @@ class MaintenanceResult:
         return sum(r.rows_moved for r in self.results)
 
 
-def apply_plan(conn: psycopg.Connection, plan: Plan, retry: RetryPolicy = RetryPolicy()) -> list[ActionResult]:
+def apply_plan(conn: psycopg.Connection, plan: Plan, retry: RetryPolicy = RetryPolicy(), *,
+               progress: Optional[Callable[[str], None]] = None) -> list[ActionResult]:
     """Run every action but conflicts, each in its own transaction; then raise on conflicts.
 
     One broken month never blocks the others (SPEC §4)."""
     end_read(conn)
-    results = [apply_action(conn, a, retry) for a in plan.actions if not isinstance(a, Conflict)]
+    results: list[ActionResult] = []
+    for action in plan.actions:
+        if isinstance(action, SplitDefault):
+            results += split_default.apply_split(conn, action, retry, progress=progress)
+        elif not isinstance(action, Conflict):
+            results.append(apply_action(conn, action, retry))
     if plan.conflicts:
         raise PartitionConflict(
             "; ".join(f"{c.target} ({c.month:%Y-%m}): {c.reason}" for c in plan.conflicts)
@@ -426,6 +382,7 @@ def ensure_months(
     retry: RetryPolicy = RetryPolicy(),
     lock_wait_s: float = 0.0,
     store: Optional[BackupStore] = None,
+    progress: Optional[Callable[[str], None]] = None,
 ) -> MaintenanceResult:
     """Plan and (unless ``dry_run``) apply, holding the table (``recovery.table_maintenance``:
     its maintenance lock scope, then the repair of what an interrupted job left; with
@@ -443,4 +400,4 @@ def ensure_months(
     with recovery.table_maintenance(conn, policy.qualified_name, store=store, wait_s=lock_wait_s,
                                     retry=retry) as recovered:
         plan = read_with_retry(conn, lambda c: plan_months(c, policy, wanted), what="plan", retry=retry)
-        return MaintenanceResult(plan, apply_plan(conn, plan, retry), False, recovered)
+        return MaintenanceResult(plan, apply_plan(conn, plan, retry, progress=progress), False, recovered)

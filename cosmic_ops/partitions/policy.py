@@ -85,6 +85,11 @@ class PartitionPolicy:
     timezone: str = "UTC"
     indexes: tuple[IndexSpec, ...] = ()
     storage: Mapping[str, str] = field(default_factory=dict)
+    # A DEFAULT partition holding at least this many rows is emptied online when months are
+    # created (change capture + batched copy + a swap of milliseconds, see ``split_default``);
+    # below it, the rows move inside the short create transaction. 0: always online.
+    online_move_min_rows: int = 10_000
+    online_move_batch_rows: int = 10_000
 
     def __post_init__(self) -> None:
         plain_identifier(self.table, what="table")
@@ -101,6 +106,13 @@ class PartitionPolicy:
                 f"retention ({self.retention} months) must be longer than lookback ({self.lookback} months): "
                 "otherwise maintenance would create months that retention drops"
             )
+        if isinstance(self.online_move_min_rows, bool) or not isinstance(self.online_move_min_rows, int) \
+                or self.online_move_min_rows < 0:
+            raise PolicyError(f"online_move_min_rows must be a whole number of rows >= 0, got {self.online_move_min_rows!r}")
+        if isinstance(self.online_move_batch_rows, bool) or not isinstance(self.online_move_batch_rows, int) \
+                or not 100 <= self.online_move_batch_rows <= 1_000_000:
+            raise PolicyError("online_move_batch_rows must be a whole number of rows from 100 to 1000000, "
+                              f"got {self.online_move_batch_rows!r}")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -123,7 +135,8 @@ class PartitionPolicy:
         if parse_months(interval, what="interval") != 1:
             raise PolicyError(f"interval: only monthly partitions are managed, got {interval!r}")
         unknown = set(raw) - {"table", "partition_column", "premake", "lookback", "retention", "schema",
-                              "timezone", "indexes", "storage", "interval"}
+                              "timezone", "indexes", "storage", "interval", "online_move_min_rows",
+                              "online_move_batch_rows"}
         if unknown:
             raise PolicyError(f"policy has unknown keys: {', '.join(sorted(unknown))}")
         return cls(
@@ -136,6 +149,8 @@ class PartitionPolicy:
             timezone=raw.get("timezone", "UTC"),
             indexes=tuple(IndexSpec.parse(i) for i in raw.get("indexes", ())),
             storage={str(k): str(v) for k, v in dict(raw.get("storage", {})).items()},
+            online_move_min_rows=raw.get("online_move_min_rows", cls.online_move_min_rows),
+            online_move_batch_rows=raw.get("online_move_batch_rows", cls.online_move_batch_rows),
         )
 
     # -- derived values -------------------------------------------------

@@ -6,22 +6,25 @@ that month: the create transaction (see ``maintain``) moves the month's rows
 from DEFAULT into the new table before ATTACH, so the rows stay visible through
 the parent at every instant and are never lost or doubled.
 
-The batch is one month per transaction: splitting a month across transactions
-would hide the rows already moved (the new table is not attached yet), so the
-bound on each lock hold is the rows of one month, and ``max_months`` bounds a run.
+When DEFAULT holds many rows (``policy.online_move_min_rows``), all the selected
+months are created by one online split (``split_default``): the rows are copied while
+the game goes on, and the game waits only for the swap. Otherwise each month is one
+transaction that moves its rows under the lock (a few rows: milliseconds), and
+``max_months`` bounds a run.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import psycopg
 
 from .. import recovery
 from ..db import RetryPolicy, end_read
-from .maintain import ActionResult, PartitionConflict, apply_plan, plan_months, read_with_retry
+from .actions import ActionResult, SplitDefault
+from .maintain import PartitionConflict, apply_plan, plan_months, read_with_retry
 from .policy import PartitionPolicy, PolicyError
 from .state import default_rows_by_month
 
@@ -60,6 +63,7 @@ def rehome_default_rows(
     retry: RetryPolicy = RetryPolicy(),
     lock_wait_s: float = 0.0,
     store: Optional[BackupStore] = None,
+    progress: Optional[Callable[[str], None]] = None,
 ) -> RehomeResult:
     """Create the month of every row in DEFAULT, oldest first, one transaction per month,
     holding the table (``recovery.table_maintenance``; a dry run does not, and changes nothing).
@@ -92,10 +96,14 @@ def rehome_default_rows(
         if dry_run:
             result.default_rows_after = result.default_rows_before
             return result
-        for month in selected:
-            single = read_with_retry(conn, lambda c: plan_months(c, policy, [month]), what="plan", retry=retry)
+        if any(isinstance(a, SplitDefault) for a in plan.actions):
+            batches = [selected]  # one online move creates them all
+        else:
+            batches = [[month] for month in selected]
+        for months in batches:
+            step = read_with_retry(conn, lambda c: plan_months(c, policy, months), what="plan", retry=retry)
             try:
-                result.results += apply_plan(conn, single, retry)
+                result.results += apply_plan(conn, step, retry, progress=progress)
             except PartitionConflict as conflict:
                 result.conflicts.append(str(conflict))
         _, after = read_with_retry(conn, lambda c: default_rows_by_month(c, policy),

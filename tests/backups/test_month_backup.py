@@ -13,7 +13,7 @@ from cosmic_ops import db
 from cosmic_ops.backups import (
     BackupStoreError, NoPartitionToBackUp, PgClient, PgToolFailed, backup_month, verify_month_backup,
 )
-from cosmic_ops.backups.fingerprint import fingerprint, table_columns
+from cosmic_ops.fingerprint import fingerprint, table_columns
 from cosmic_ops.backups.store import sha256_of
 
 from .helpers import make_month, scratch_exists, store_and_client

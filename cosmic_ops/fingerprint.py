@@ -52,14 +52,17 @@ def row_count(conn: psycopg.Connection, schema: str, table: str) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
 
 
-def fingerprint(conn: psycopg.Connection, schema: str, table: str, columns: Sequence[str]) -> Fingerprint:
-    """Must run inside a transaction (the caller's): the settings are transaction-local."""
+def fingerprint(conn: psycopg.Connection, schema: str, table: str, columns: Sequence[str],
+                where: sql.Composable | None = None) -> Fingerprint:
+    """Must run inside a transaction (the caller's): the settings are transaction-local.
+    ``where`` narrows the rows (an online move compares the source's rows of one route)."""
     for name, value in _TEXT_SETTINGS.items():
         conn.execute("SELECT set_config(%s, %s, true)", (name, value))
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in sorted(columns)))
     query = sql.SQL(
         "SELECT count(*), coalesce(sum(('x' || left(md5({row}::text), 16))::bit(64)::bigint), 0)::text "
-        "FROM {table}"
-    ).format(row=row, table=sql.Identifier(schema, table))
+        "FROM {table}{where}"
+    ).format(row=row, table=sql.Identifier(schema, table),
+             where=sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""))
     rows, checksum = conn.execute(query).fetchone()
     return Fingerprint(rows=rows, checksum=checksum)
