@@ -43,7 +43,9 @@ def with_database(conninfo: str, dbname: str) -> str:
 
 
 def sqlalchemy_url(conninfo: str, dbname: str | None = None) -> str:
-    """A ``postgresql+psycopg2://`` URL for dagster-postgres (see NOTES-dagster.md)."""
+    """A ``postgresql+psycopg2://`` URL for dagster-postgres. The scheme must name psycopg2: with
+    SQLAlchemy 2.1 a plain ``postgresql://`` means psycopg 3, on which dagster-postgres 0.29 fails
+    every event write (a syntax error at ``NOTIFY run_events, $1``)."""
     from urllib.parse import quote, urlencode
 
     params = conninfo_to_dict(conninfo)

@@ -11,10 +11,10 @@ import dagster as dg
 from pydantic import AfterValidator, ValidationInfo
 
 from ..partitions.policy import plain_identifier
+from ..settings import FIRST_MONTH_ENV
 from ..units import PolicyError
 
-# First month Dagster shows; the demo data reaches 15 months back.
-FIRST_MONTH_ENV = "COSMIC_OPS_FIRST_MONTH"
+# First month Dagster shows: settings.FIRST_MONTH_ENV (which `cosmic-ops dev` sets), else this.
 DEFAULT_FIRST_MONTH = "2025-01-01"
 # premake 3 months ahead: Dagster lists finished windows only, so end_offset = premake + 1.
 PREMAKE_MONTHS = 3

@@ -209,12 +209,16 @@ event_logs_table_job = dg.define_asset_job(
     description="Read the event_logs table as it is now and run the checks on the whole table.",
 )
 
-event_log_partitions_monthly_schedule = dg.build_schedule_from_partitioned_job(
-    event_log_partitions_job, name="event_log_partitions_monthly_schedule",
-    minute_of_hour=0, hour_of_day=0, day_of_month=1,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+@dg.schedule(
+    name="event_log_partitions_monthly_schedule", job=event_log_partitions_job, cron_schedule="0 0 1 * *",
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="The seed's pg_cron `0 0 1 * *` (UTC): materializes the newest month (premake months ahead).",
 )
+def event_log_partitions_monthly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    # What build_schedule_from_partitioned_job asks for, without its deprecated
+    # JobDefinition.run_request_for_partition: the last key of the window at the tick.
+    key = MONTHLY.get_partition_keys(current_time=context.scheduled_execution_time)[-1]
+    return dg.RunRequest(run_key=key, partition_key=key, tags=as_of_tags(context.scheduled_execution_time))
 
 
 def premake_window_keys(now: datetime) -> list[str]:

@@ -65,6 +65,19 @@ def _relation(conn: psycopg.Connection, schema: str, name: str) -> Optional[tupl
     ).fetchone()
 
 
+def _record(store: BackupStore, database: str, parent: str, month: date, generation: Generation, table: str,
+            attached: bool, rows: int, resumed: bool) -> None:
+    """The restore, in the month's record in the store (the ledger reads it), with the retirement
+    it undid as the journal said then: a later retirement of the month overwrites the journal."""
+    journal = store.read_retirement(database, parent, month)
+    store.record_restore(database, parent, month, {
+        "generation": generation.name, "sha256": generation.manifest.sha256, "rows": rows, "table": table,
+        "attached": attached, "resumed": resumed,
+        "retirement": {k: journal.get(k) for k in ("state", "updated_at", "action", "rows", "backup_generation",
+                                                   "archived_as")} if journal else None,
+    })
+
+
 def restore_month(
     conn: psycopg.Connection,
     store: BackupStore,
@@ -132,6 +145,8 @@ def restore_month(
             attach_month_table(conn, policy_for(conn, parent), target_schema, target_name, month, policy)
         elif not conn.autocommit:
             conn.commit()
+        _record(store, conn.info.dbname, parent, month, generation, f"{target_schema}.{target_name}",
+                as_partition, counted.rows, resumed)
     return RestoreResult(
         schema=target_schema, table=target_name, attached=as_partition, rows=counted.rows,
         row_checksum=counted.checksum, generation=generation.name, resumed=resumed,

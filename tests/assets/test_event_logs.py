@@ -219,7 +219,8 @@ def test_schedules_request_the_newest_month_and_the_whole_window(database):
     monthly = defs.resolve_schedule_def("event_log_partitions_monthly_schedule")
     assert monthly.cron_schedule == "0 0 1 * *" and monthly.execution_timezone == "UTC"
     tick = datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc)
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    # The daemon evaluates a schedule with its repository, which resolves the partition key.
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         (request,) = monthly.evaluate_tick(context).run_requests
     assert request.partition_key == "2027-02-01"
 
