@@ -12,7 +12,7 @@ template of two copies, one per contender, so each splits the same rows:
   until the CREATEs;
 - ``cosmic_ops``: ``resplit_hash_partitions(conn, 'celestial_bodies_planets', 8)`` with the
   policy's defaults (batches of 10,000 rows, ``db.RetryPolicy()``): capture trigger, batched
-  copy, verification, a swap of milliseconds per old partition.
+  copy, verification, a short swap per old partition.
 
 While each contender runs, pgbench plays the game on planets at a fixed rate (``-R``, 4
 clients, ``--max-tries=1 --failures-detailed``, per-transaction log). One game transaction
@@ -27,11 +27,13 @@ has two in each half).
 
 Reported per contender: seconds of the split, rows moved and rows/s, the copy's rows/s
 (the seed's ``INSERT ... SELECT`` statements; our batches), the game during the split
-against a quiet window as long, just before it (transactions, p99, max), its failed
-transactions (pgbench: serialization/deadlock), aborted clients (pgbench aborts a client on
-any other error, rolling back its transaction: e.g. ``no partition of relation ... found for
-row``) and committed updates of an existing planet that found no row (a lost write), and
-the seconds during which probe reads of a save returned no rows: per save, from the start
+against a quiet window as long, just before it (transactions, p99, max; also the maximum
+less pgbench's schedule lag: with ``-R`` a client held up starts its next transactions
+late, and their latency counts from when they were due), its failed transactions
+(pgbench: serialization/deadlock), aborted clients (pgbench aborts a client on any other
+error, rolling back its transaction: e.g. ``no partition of relation ... found for row``)
+and committed updates of an existing planet that found no row (a lost write), and the
+seconds during which probe reads of a save returned no rows: per save, from the start
 of the first read that came back empty to the start of the next read that found its rows,
 united over the saves (resolution: one probe round, ~20 ms).
 Goals (MET / MISSED): ours 0 failed game transactions (failed + aborted + lost updates)
@@ -50,7 +52,9 @@ before; its inserts get ids above the largest id before, from the table's sequen
 4. the planets above that id are exactly the ones ``bench_game_inserts`` recorded
    (committed game inserts): none lost, none extra;
 5. every planet a committed game update hit carries in ``updated_at`` the last value the
-   game wrote into it: no committed update was overwritten by the copy.
+   game wrote into it (``clock_timestamp()`` is read as the row is written, after any wait
+   for its lock, so the update committed last wrote the largest): no committed update was
+   overwritten by the copy.
 
 Exit status 0 when both contenders ran and verified, whether the goals were met or not
 (they are printed MET / MISSED); 1 when a split raised or a verification failed.
@@ -368,6 +372,25 @@ class Run:
         return [(end, latency) for end, latency in self.game.samples((began, math.inf))
                 if end - latency / 1000 <= ended]
 
+    def own_max_ms(self, window: tuple[float, float], *, overlapping: bool = False) -> float:
+        """The longest time a game transaction that ended in ``window`` (``overlapping``: that ran at
+        some time during it, as ``split_samples`` counts them) spent after it started:
+        its latency less pgbench's schedule lag (``-R``: a client held up starts its next
+        transactions late, and their latency counts from when they were due). The log's
+        seventh field is the lag with ``-R``."""
+        longest = float("nan")
+        for game_run in self.game.runs:
+            for path in self.game.workload.dir.glob(f"{game_run.tag}.*"):
+                for line in path.read_text().splitlines():
+                    fields = line.split()
+                    if len(fields) < 7 or not fields[2].isdigit():
+                        continue
+                    end, latency = int(fields[4]) + int(fields[5]) / 1e6, int(fields[2]) / 1e6
+                    if window[0] <= end and (end - latency if overlapping else end) <= window[1]:
+                        own = (int(fields[2]) - int(fields[6])) / 1000
+                        longest = own if math.isnan(longest) else max(longest, own)
+        return longest
+
     def quiet_window(self) -> tuple[tuple[float, float], bool]:
         """As long as the split, just before it (cut at the warm-up: then ``True``)."""
         lower = self.split.began - self.split.seconds
@@ -467,7 +490,7 @@ def figures(run: Run) -> dict[str, object]:
     split_latency, quiet = Latency.of(run.split_samples()), Latency.of(run.game.samples(quiet_window))
     invisible = run.probe.invisible()
     return {
-        "split": run.split, "latency": split_latency, "quiet": quiet, "cut": cut,
+        "split": run.split, "latency": split_latency, "quiet": quiet, "cut": cut, "quiet_window": quiet_window,
         "failed": run.game.failed_total(), "aborted": len(run.game.aborts), "invisible": invisible,
         "invisible_s": sum(upper - lower for lower, upper in invisible),
     }
@@ -502,6 +525,9 @@ def print_summary(runs: list[Run]) -> None:
          f"{ms(b['latency'].p99_ms)} / {ms(b['quiet'].p99_ms)}", ratio(b["latency"].p99_ms, a["latency"].p99_ms))
     line("game max ms: split / quiet", f"{ms(a['latency'].max_ms)} / {ms(a['quiet'].max_ms)}",
          f"{ms(b['latency'].max_ms)} / {ms(b['quiet'].max_ms)}", ratio(b["latency"].max_ms, a["latency"].max_ms))
+    line("game max ms less schedule lag: split / quiet",
+         f"{ms(seed.own_max_ms(seed.window, overlapping=True))} / {ms(seed.own_max_ms(a['quiet_window']))}",
+         f"{ms(ours.own_max_ms(ours.window, overlapping=True))} / {ms(ours.own_max_ms(b['quiet_window']))}")
     line("seconds a save's planets read as none (probe)", f"{a['invisible_s']:.2f}", f"{b['invisible_s']:.2f}")
     line("probe reads that came back empty (saves)", f"{seed.probe.empty_reads()} ({seed.probe.saves_affected()})",
          f"{ours.probe.empty_reads()} ({ours.probe.saves_affected()})")
