@@ -46,27 +46,22 @@ def sqlalchemy_url(conninfo: str, dbname: str | None = None) -> str:
     """A ``postgresql+psycopg2://`` URL for dagster-postgres. The scheme must name psycopg2: with
     SQLAlchemy 2.1 a plain ``postgresql://`` means psycopg 3, on which dagster-postgres 0.29 fails
     every event write (a syntax error at ``NOTIFY run_events, $1``)."""
-    from urllib.parse import quote, urlencode
+    from sqlalchemy.engine import URL
 
-    params = conninfo_to_dict(conninfo)
-    user = quote(params.pop("user", "postgres"), safe="")
-    password = params.pop("password", None)
-    host = params.pop("host", "")
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
+    host = params.pop("host", None)
     port = params.pop("port", None)
-    db = quote(dbname or params.pop("dbname", "postgres"), safe="")
+    socket = host is not None and host.startswith("/")
+    if socket:  # a Unix socket directory goes in the query string, as libpq reads it there
+        params["host"] = host
+        if port:
+            params["port"] = port
     params.pop("dbname", None)
-    auth = user + (":" + quote(password, safe="") if password else "")
-    query: dict[str, str] = {k: str(v) for k, v in params.items()}
-    netloc = host
-    if host.startswith("/"):  # Unix socket directory goes in the query string
-        query["host"] = host
-        netloc = ""
-    if port and netloc:
-        netloc += f":{port}"
-    elif port:
-        query["port"] = str(port)
-    tail = ("?" + urlencode(query)) if query else ""
-    return f"postgresql+psycopg2://{auth}@{netloc}/{db}{tail}"
+    url = URL.create(
+        "postgresql+psycopg2", username=params.pop("user", "postgres"), password=params.pop("password", None),
+        host=None if socket else host, port=None if socket or not port else int(port),
+        database=dbname or conninfo_to_dict(conninfo).get("dbname", "postgres"), query=params)
+    return url.render_as_string(hide_password=False)
 
 
 def connect(
