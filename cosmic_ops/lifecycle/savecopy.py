@@ -16,7 +16,7 @@ Python only rearranges bytes, with numpy, over the whole batch at once:
   numbers: integers as the distance from the batch minimum, or, where they never
   decrease within a save (ids, sequences), as the step from the previous row;
   float8 as a scaled integer when every value is exactly a short decimal (checked
-  bit for bit, as in ``columnar``); then byte-shuffled (byte 0 of every value,
+  bit for bit, like DuckDB's ALP); then byte-shuffled (byte 0 of every value,
   then byte 1, ...) so the codec sees long runs. A nullable column is read as
   ``coalesce(col, 0)`` plus a NULL mask.
 - every other column keeps its COPY fields (length, then bytes) back to back.
@@ -44,9 +44,9 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from .columnar import decode_decimals, delta_by_save, encode_decimals, undelta_by_save
-
 FORMAT = "cosmic_ops.save/4"
+# A float8 column is stored as scaled integers when every value is a decimal of at most this many digits.
+MAX_DECIMALS = 6
 # COPY binary: signature, flags, header-extension length; each tuple then a field count.
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 COPY_HEADER = COPY_SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
@@ -308,6 +308,61 @@ def take_batch(conn: psycopg.Connection, layout: TableLayout, save_ids: Sequence
     with conn.cursor().copy(layout.take_statement(), (list(save_ids),)) as copy:
         data = b"".join(copy)
     return parse_rows(layout, data, sorted(save_ids))
+
+
+# --- per-save deltas and exact decimals ---------------------------------------------------------
+def delta_by_save(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Differences to the previous value of the same save (the first value of each save stays itself).
+
+    ``values`` are uint64 (modular: every value round-trips); ``starts`` the row where each
+    save begins, then the row count.
+    """
+    diffs = np.diff(values, prepend=np.uint64(0))
+    firsts = starts[:-1][starts[:-1] < starts[1:]]
+    diffs[firsts] = values[firsts]
+    return diffs
+
+
+def undelta_by_save(diffs: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The inverse of ``delta_by_save``."""
+    sums = np.cumsum(diffs, dtype=np.uint64)
+    if not len(sums):
+        return sums
+    before = np.where(starts[:-1] > 0, sums[np.maximum(starts[:-1] - 1, 0)], np.uint64(0))
+    return sums - np.repeat(before.astype(np.uint64), np.diff(starts))
+
+
+_POWERS = 10.0 ** np.arange(MAX_DECIMALS + 1)
+
+
+def _decimal_scale(values: np.ndarray) -> int | None:
+    """Fewest decimals k such that every value is float64(n) / 10**k for an integer n, bit for bit."""
+    if not len(values) or not np.all(np.isfinite(values)):
+        return None
+    # Huge values overflow to infinity here, which never compares exact: no warning needed.
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.rint(values * _POWERS[:, None])
+        exact = np.all((scaled / _POWERS[:, None]).view(np.int64) == values.view(np.int64), axis=1)
+        # Integers beyond 2**53 are not all exact doubles.
+        exact &= np.max(np.abs(values)) * _POWERS < 2.0 ** 53
+    return int(np.argmax(exact)) if exact.any() else None
+
+
+def encode_decimals(floats: np.ndarray) -> tuple[list, np.ndarray] | None:
+    """``["F", decimals, base]`` and the scaled integers' offsets from ``base`` (uint64), when every
+    value is exactly a decimal of at most ``MAX_DECIMALS`` digits; else None (NaN, infinities and
+    -0 never are)."""
+    decimals = _decimal_scale(floats)
+    if decimals is None:
+        return None
+    scaled = np.rint(floats * 10.0 ** decimals).astype(np.int64)
+    base = int(scaled.min())
+    return ["F", decimals, base], scaled.view(np.uint64) - np.int64(base).view(np.uint64)
+
+
+def decode_decimals(spec: list, stored: np.ndarray) -> np.ndarray:
+    """The float8 values ``encode_decimals`` stored under ``spec``."""
+    return (stored + np.int64(spec[2]).view(np.uint64)).view(np.int64).astype(np.float64) / 10.0 ** spec[1]
 
 
 # --- encoding ---------------------------------------------------------------------------------

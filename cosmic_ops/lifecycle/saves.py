@@ -5,8 +5,7 @@ is taken with one ``COPY (DELETE ... RETURNING ...) TO STDOUT (FORMAT binary)`` 
 table, and each save becomes one document of its rows in PostgreSQL's own binary
 form, column by column (``savecopy``, format ``cosmic_ops.save/4``); rehydration
 copies the same bytes back with ``COPY ... FROM STDIN (FORMAT binary)``, so values
-and types come back identical. Saves packed in older formats (``cosmic_ops.save/2``
-JSON, ``cosmic_ops.save/3`` columnar text) still rehydrate.
+and types come back identical. The format is persistent: see ``FORMAT.md``.
 
 What is packed is exactly what was deleted. Python builds each document, reads it
 back, compresses it (zstd or zlib), decompresses it again and checks the sha256,
@@ -38,7 +37,7 @@ import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Callable, Iterable, Sequence
 
 import psycopg
@@ -47,22 +46,15 @@ from psycopg import sql
 
 from .. import recovery
 from ..db import SessionSpec, compress_wal, compressed_wal, end_read
-from . import columnar, savecopy
-from .archive import table_columns
+from . import savecopy
 from .parentwatch import exit_with_parent
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 SAVES_TABLE = "game_saves"
 SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")
 DOCUMENT_FORMAT = savecopy.FORMAT
-# Older formats, still read: every value as text in one JSON document (/2), or in columns (/3).
-JSON_DOCUMENT_FORMAT = "cosmic_ops.save/2"
-COLUMNAR_DOCUMENT_FORMAT = columnar.FORMAT
 DEFAULT_INACTIVE_FOR = timedelta(days=7)
 CODECS = ("zstd", "zlib")
-# Settings under which older formats' record text parses back the same.
-_TEXT_SETTINGS = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres",
-                  "extra_float_digits": "1", "bytea_output": "hex"}
 
 
 class SaveVerificationFailed(RuntimeError):
@@ -158,11 +150,6 @@ class PackedBatch:
     rows_taken: dict[str, int]
 
 
-def _set_text_settings(conn: psycopg.Connection) -> None:
-    for name, value in _TEXT_SETTINGS.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-
-
 def _candidates_where() -> sql.Composable:
     return sql.SQL("NOT is_active AND compressed_state IS NULL AND updated_at >= %(lower)s AND updated_at < %(upper)s")
 
@@ -196,33 +183,6 @@ def _lock_unchanged(conn: psycopg.Connection, selected: Sequence[tuple[int, date
     return [r[0] for r in rows]
 
 
-def _record_text(values: Sequence[str | None]) -> str:
-    """PostgreSQL record input for one row: every non-NULL value quoted, NULL left empty."""
-    return "(" + ",".join(
-        "" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + ")"
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
-EPOCH_US = "epoch_us"
-
-
-def _us_to_timestamp(value) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return (_EPOCH + value * _MICROSECOND).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-
-
-def document_rows(part: dict) -> list[str]:
-    """The record texts of one table of a /2 or /3 document, row by row."""
-    if not part["values"]:
-        return []
-    encodings = part.get("encodings", {})
-    columns = [[_us_to_timestamp(v) for v in column] if encodings.get(name) == EPOCH_US else column
-               for name, column in zip(part["columns"], part["values"])]
-    return [_record_text(row) for row in zip(*columns)]
-
-
 def _verify(name: str, compressed: bytes, expected: dict, *, layout_of: savecopy.LayoutResolver | None = None
             ) -> dict | None:
     """Decompress and check length and sha256 (and, parsing it, row counts) against ``expected``.
@@ -237,32 +197,21 @@ def _verify(name: str, compressed: bytes, expected: dict, *, layout_of: savecopy
     if layout_of is None:
         return None
     document = _parse_document(raw, expected, layout_of)
-    counts = {t: _row_count(document["tables"][t]) for t in SAVE_TABLES}
+    counts = {t: document["tables"][t]["decoded"].rows for t in SAVE_TABLES}
     if counts != expected["row_counts"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: row counts {counts} != {expected['row_counts']}")
     return document
 
 
-def _row_count(part: dict) -> int:
-    if "decoded" in part:
-        return part["decoded"].rows
-    return len(part["values"][0]) if part["values"] else 0
-
-
 def _parse_document(raw: bytes, expected: dict, layout_of: savecopy.LayoutResolver) -> dict:
-    fmt = expected.get("format", JSON_DOCUMENT_FORMAT)
+    fmt = expected.get("format")
+    # Every format ever stored in a database is read here (FORMAT.md): /4 is the only one.
+    if fmt != DOCUMENT_FORMAT:
+        raise SaveVerificationFailed(f"save {expected.get('save_id')}: unknown document format {fmt!r}")
     try:
-        if fmt == DOCUMENT_FORMAT:
-            return savecopy.parse(raw, layout_of)
-        if fmt == COLUMNAR_DOCUMENT_FORMAT:
-            return columnar.parse(raw)
-        if fmt == JSON_DOCUMENT_FORMAT:
-            document = json.loads(raw)
-            if document.get("format") == JSON_DOCUMENT_FORMAT:
-                return document
+        return savecopy.parse(raw, layout_of)
     except (ValueError, KeyError, IndexError) as exc:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: unreadable {fmt} document: {exc}") from exc
-    raise SaveVerificationFailed(f"save {expected.get('save_id')}: unknown document format {fmt!r}")
 
 
 def _binary_session(conn: psycopg.Connection) -> None:
@@ -472,8 +421,7 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
         if state is None:
             raise SaveNotCompressed(f"save {save_id} is not compressed")
         document = _verify(info["codec"], bytes(state), info, layout_of=_registered_layouts(conn))
-        restore = _restore_binary if info.get("format") == DOCUMENT_FORMAT else _restore_text
-        restored = {table: restore(conn, save_id, table, document["tables"][table]) for table in SAVE_TABLES}
+        restored = {table: _restore_binary(conn, save_id, table, document["tables"][table]) for table in SAVE_TABLES}
         conn.execute(
             sql.SQL("UPDATE {} SET compressed_state = NULL, compression_info = NULL, compressed_at = NULL "
                     "WHERE id = %s").format(sql.Identifier(SAVES_TABLE)), (save_id,))
@@ -539,22 +487,6 @@ def _restore_binary(conn: psycopg.Connection, save_id: int, table: str, part: di
         inserted = cursor.rowcount
     if inserted != decoded.rows:
         raise SaveVerificationFailed(f"save {save_id}: {table} restored {inserted} of {decoded.rows} rows")
-    return inserted
-
-
-def _restore_text(conn: psycopg.Connection, save_id: int, table: str, part: dict) -> int:
-    """Rows of a /2 or /3 document: record text cast back to the row type."""
-    _set_text_settings(conn)
-    current = table_columns(conn, table)
-    if part["columns"] != current:
-        raise SaveVerificationFailed(
-            f"save {save_id}: {table} columns changed since packing ({part['columns']} -> {current})")
-    records = document_rows(part)
-    inserted = conn.execute(
-        sql.SQL("INSERT INTO {t} SELECT (r::{t}).* FROM unnest(%s::text[]) AS r").format(
-            t=sql.Identifier(table)), (records,)).rowcount
-    if inserted != len(records):
-        raise SaveVerificationFailed(f"save {save_id}: {table} restored {inserted} of {len(records)} rows")
     return inserted
 
 
