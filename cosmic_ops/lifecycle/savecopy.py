@@ -337,7 +337,8 @@ _POWERS = 10.0 ** np.arange(MAX_DECIMALS + 1)
 
 def _decimal_scale(values: np.ndarray) -> int | None:
     """Fewest decimals k such that every value is float64(n) / 10**k for an integer n, bit for bit."""
-    if not len(values) or not np.all(np.isfinite(values)):
+    # -0.0 scales to the integer 0, which reads back as +0.0: such a column stays raw.
+    if not len(values) or not np.all(np.isfinite(values)) or np.signbit(values[values == 0]).any():
         return None
     # Huge values overflow to infinity here, which never compares exact: no warning needed.
     with np.errstate(over="ignore", invalid="ignore"):
