@@ -15,7 +15,10 @@ import psycopg
 import pytest
 
 from cosmic_ops import db
-from cosmic_ops.lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, rehydrate_save
+from cosmic_ops.fingerprint import Fingerprint, fingerprint, table_columns
+from cosmic_ops.lifecycle import (
+    Codec, SavePolicy, Throttle, compress_inactive_saves, rehydrate_save, rehydrate_saves,
+)
 from cosmic_ops.lifecycle.policy import BatchLog, MonthScope
 from cosmic_ops.lifecycle.saves import (
     CompressReport, SaveVerificationFailed, compress_batch, select_candidates, verify_packed_saves,
@@ -379,3 +382,54 @@ def test_a_game_write_cannot_slip_in_while_a_batch_is_packed_and_a_failed_batch_
         assert _packed_ids(conn) == []
         assert _save_rows(conn, ids) == before
 
+
+# A session whose text settings differ from fingerprint.TEXT_SETTINGS. DateStyle keeps ISO output:
+# psycopg reads timestamptz text in no other style (tests/test_fingerprint.py covers the others).
+_OTHER_SESSION = {"DateStyle": "ISO, DMY", "TimeZone": "Pacific/Chatham", "IntervalStyle": "iso_8601",
+                  "extra_float_digits": "-15", "bytea_output": "escape"}
+
+
+def _fingerprints(conn) -> dict[str, Fingerprint]:
+    with conn.transaction():
+        return {t: fingerprint(conn, "public", t, table_columns(conn, "public", t)) for t in SAVE_TABLES}
+
+
+def test_a_round_trip_in_a_session_with_other_text_settings_keeps_the_fingerprint(new_database):
+    """Packing is binary and the fingerprint pins the one text-settings dict: dates, timestamps,
+    intervals and floats packed and rehydrated under another DateStyle/TimeZone/... fingerprint equal.
+    A -0.0 among short decimals (the demo's production rates) takes the raw float path."""
+    load_demo(new_database, seed=31)
+    with db.connect(new_database) as conn:
+        months = inactive_save_months(conn)
+        due = [s[0] for s in select_candidates(conn, MonthScope.of(months[0], timedelta(days=7), NOW,
+                                                                   through=months[-1]))]
+        conn.execute("ALTER TABLE save_research ADD COLUMN due_on date, ADD COLUMN took interval, "
+                     "ADD COLUMN noted_at timestamp")
+        conn.execute("UPDATE save_research SET due_on = DATE '2024-01-31' + level * 37, "
+                     "took = make_interval(months => level, days => -level, secs => progress * 1e5), "
+                     "noted_at = started_at AT TIME ZONE 'Asia/Tokyo' WHERE save_id = ANY(%s)", (due,))
+        conn.execute("UPDATE save_research SET due_on = '0044-03-15 BC', took = '-178000000 years', "
+                     "noted_at = '-infinity' WHERE save_id = %s AND tech_id = "
+                     "(SELECT min(tech_id) FROM save_research WHERE save_id = %s)", (due[0], due[0]))
+        conn.execute("UPDATE save_resources SET production_rate = '-0' WHERE save_id = %s", (due[-1],))
+        conn.commit()
+        before, rows_before = _fingerprints(conn), _save_rows(conn, due)
+
+    with db.connect(new_database) as other:
+        for name, value in _OTHER_SESSION.items():
+            other.execute("SELECT set_config(%s, %s, false)", (name, value))
+        other.commit()
+        assert other.execute("SELECT (INTERVAL '1 day', 123.456::float8)::text").fetchone()[0] == "(P1D,1e+02)"
+        other.commit()
+        assert _fingerprints(other) == before
+        skipped: list[str] = []
+        report = compress_inactive_saves(other, months[0], SavePolicy(workers=1), through=months[-1], now=NOW,
+                                         progress=lambda m: skipped.append(m) if "skipped" in m else None)
+        assert skipped == [] and report.log.moved == len(due) > 1
+        assert _fingerprints(other) != before
+        assert rehydrate_saves(other, due).already_live == []
+        assert _fingerprints(other) == before
+
+    with db.connect(new_database) as conn:
+        assert _fingerprints(conn) == before
+        assert _save_rows(conn, due) == rows_before
