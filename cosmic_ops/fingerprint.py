@@ -18,8 +18,8 @@ from psycopg import sql
 # DateStyle: only its output half (ISO) shapes text; the order half (MDY) decides how
 # ambiguous input such as 01/02/03 is read, and this text is hashed, never read back.
 # MDY is PostgreSQL's default and what every checksum already recorded (backup
-# manifests, online moves) was computed under. (Packed saves no longer parse text: the
-# save/4 format is binary, and ISO-written dates read the same under any order anyway.)
+# manifests, online moves) was computed under. (Packed saves no longer parse text: their
+# formats are binary, and ISO-written dates read the same under any order anyway.)
 TEXT_SETTINGS = {
     "TimeZone": "UTC",
     "DateStyle": "ISO, MDY",

@@ -1,45 +1,58 @@
-"""The save/4 transforms on their own: each round-trips bit for bit, or is not used."""
+"""The save/5 document on its own: tuples split by save, kept byte for byte, counted and checked on reading."""
 
 from __future__ import annotations
 
-import math
+import struct
 
-import numpy as np
 import pytest
 
-from cosmic_ops.lifecycle.savecopy import decode_decimals, delta_by_save, encode_decimals, undelta_by_save
+from cosmic_ops.lifecycle.savecopy import (
+    COPY_HEADER, COPY_TRAILER, EncodingMismatch, SaveRows, TableLayout, build, parse, split_by_save,
+)
 
-INT8_MIN, INT8_MAX = -2 ** 63, 2 ** 63 - 1
+LAYOUT = TableLayout("t", ("id", "save_id", "note"), ("int8", "int8", "text"), (-1, -1, -1), (False, False, True))
 
 
-@pytest.mark.parametrize("values, decimals", [
-    ([0.1, -2.5, 1234567890123.4, 0.0, 3.0, -0.7], 1),
-    ([12.345, 7.0, -0.001], 3),
-    ([1.0, 2.0], 0),
+def _tuple(row_id: int, save_id: int, note: str | None) -> bytes:
+    fields = [struct.pack(">q", row_id), struct.pack(">q", save_id), None if note is None else note.encode()]
+    return struct.pack(">h", len(fields)) + b"".join(
+        struct.pack(">i", -1) if f is None else struct.pack(">i", len(f)) + f for f in fields)
+
+
+ROWS = [(1, 7, "a"), (2, 9, None), (3, 7, ""), (4, 7, "星雲 ✨")]
+STREAM = COPY_HEADER + b"".join(_tuple(*row) for row in ROWS) + COPY_TRAILER
+
+
+def test_a_stream_splits_into_each_saves_tuples_as_sent():
+    saves = split_by_save(LAYOUT, STREAM, [7, 8, 9])
+    assert {s: part.rows for s, part in saves.items()} == {7: 3, 8: 0, 9: 1}
+    assert saves[7].data == _tuple(1, 7, "a") + _tuple(3, 7, "") + _tuple(4, 7, "星雲 ✨")
+    assert saves[9].copy_stream() == COPY_HEADER + _tuple(2, 9, None) + COPY_TRAILER
+    assert saves[7].value_bytes == 3 * 16 + len("a星雲 ✨".encode())
+
+
+@pytest.mark.parametrize("stream, problem", [
+    (STREAM[:-3] + COPY_TRAILER, "cut short|ends inside"),
+    (STREAM[:-2], "not a whole"),
+    (COPY_HEADER + _tuple(5, 8, "x")[:-1] + b"\x00" + COPY_TRAILER, "not of the batch|ends inside|cut short"),
 ])
-def test_short_decimals_are_stored_as_integers_and_read_back_bit_for_bit(values, decimals):
-    floats = np.array(values)
-    spec, stored = encode_decimals(floats)
-    assert spec[:2] == ["F", decimals] and stored.dtype == np.uint64
-    assert decode_decimals(spec, stored).tobytes() == floats.tobytes()
+def test_a_stream_that_is_not_what_was_asked_for_is_refused(stream, problem):
+    with pytest.raises(EncodingMismatch, match=problem):
+        split_by_save(LAYOUT, stream, [7, 9])
 
 
-@pytest.mark.parametrize("values", [
-    [0.1, 0.30000000000000004],          # not a short decimal
-    [1.5, -0.0],                         # -0.0 would read back as +0.0
-    [1.5, math.nan], [1.5, math.inf],    # not finite
-    [2.0 ** 60],                         # beyond 2**53: not every integer is a double
-    [],
-])
-def test_other_floats_stay_raw(values):
-    assert encode_decimals(np.array(values, dtype=np.float64)) is None
+def test_rows_of_a_save_outside_the_batch_are_refused():
+    with pytest.raises(EncodingMismatch, match="save 9 was read"):
+        split_by_save(LAYOUT, STREAM, [7])
 
 
-def test_per_save_deltas_round_trip_over_the_int8_range_and_empty_saves():
-    values = np.array([INT8_MAX, INT8_MIN, 0, 5, -1, 3, 7], dtype=np.int64).view(np.uint64)
-    starts = np.array([0, 2, 2, 5, 7])  # the second save has no rows
-    diffs = delta_by_save(values, starts)
-    assert diffs[0] == values[0] and diffs[2] == values[2] and diffs[5] == values[5]
-    assert undelta_by_save(diffs, starts).tobytes() == values.tobytes()
-    empty = np.array([], dtype=np.uint64)
-    assert undelta_by_save(delta_by_save(empty, np.array([0, 0])), np.array([0, 0])).size == 0
+def test_a_document_reads_back_its_tuples_and_refuses_a_cut_or_miscounted_body():
+    parts = split_by_save(LAYOUT, STREAM, [7, 9])
+    raw = build(7, [parts[7]])
+    header = parse(raw, lambda table, fingerprint: LAYOUT)
+    decoded = header["tables"]["t"]["decoded"]
+    assert isinstance(decoded, SaveRows) and decoded.rows == 3 and decoded.data == parts[7].data
+    assert header["tables"]["t"]["layout"] == LAYOUT.fingerprint and header["save_id"] == 7
+    for broken in (raw[:-1], raw + b"\0", raw.replace(b'"rows":3', b'"rows":2')):
+        with pytest.raises(ValueError):
+            parse(broken, lambda table, fingerprint: LAYOUT)

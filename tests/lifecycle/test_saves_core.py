@@ -115,6 +115,7 @@ def test_round_trip_restores_every_row_exactly(demo_db):
 
         info = conn.execute("SELECT compression_info FROM game_saves WHERE id = %s", (due[0],)).fetchone()[0]
         assert info["codec"] == "zstd" and info["compressed_bytes"] < info["original_bytes"]
+        assert info["format"] == "cosmic_ops.save/5" and info["dictionary"] is not None
         assert set(info["row_counts"]) == set(SAVE_TABLES) and len(info["sha256"]) == 64
         state = conn.execute("SELECT compressed_state FROM game_saves WHERE id = %s", (due[0],)).fetchone()[0]
         conn.commit()
@@ -433,3 +434,52 @@ def test_a_round_trip_in_a_session_with_other_text_settings_keeps_the_fingerprin
     with db.connect(new_database) as conn:
         assert _fingerprints(conn) == before
         assert _save_rows(conn, due) == rows_before
+
+
+def _dictionaries(conn) -> list[tuple[str, int]]:
+    rows = conn.execute("SELECT id, trained_on FROM cosmic_ops.save_dictionaries ORDER BY trained_at, id").fetchall()
+    conn.commit()
+    return rows
+
+
+def _dictionary_of_packs(conn, save_ids) -> set:
+    found = {r[0] for r in conn.execute("SELECT compression_info->>'dictionary' FROM game_saves WHERE id = ANY(%s)",
+                                        (list(save_ids),))}
+    conn.commit()
+    return found
+
+
+def test_the_dictionary_is_trained_once_per_table_layouts_and_every_pack_rehydrates(new_database):
+    """A batch packed before any dictionary has none; the first run trains one on saves with rows and
+    every later run reuses it, until a table's layout changes."""
+    load_demo(new_database, seed=37)
+    with db.connect(new_database) as conn:
+        months = inactive_save_months(conn)
+        scopes = [MonthScope.of(m, timedelta(days=7), NOW) for m in months]
+        first = select_candidates(conn, scopes[0], 2)
+        conn.commit()
+        everything = _save_rows(conn, [r[0] for r in conn.execute("SELECT id FROM game_saves")])
+        conn.commit()
+        compress_batch(conn, first, Codec(), CompressReport(scope=scopes[0], log=BatchLog(unit="saves")))
+        assert _dictionaries(conn) == [] and _dictionary_of_packs(conn, [s[0] for s in first]) == {None}
+
+        messages: list[str] = []
+        compress_inactive_saves(conn, months[0], SavePolicy(workers=1), through=months[len(months) // 2], now=NOW,
+                                progress=messages.append)
+        compress_inactive_saves(conn, months[len(months) // 2], SavePolicy(workers=1), through=months[-1], now=NOW)
+        [(trained, samples)] = _dictionaries(conn)
+        assert any(trained in m for m in messages) and samples >= 100
+        packed = _packed_ids(conn)
+        assert _dictionary_of_packs(conn, set(packed) - {s[0] for s in first}) == {trained}
+        assert verify_packed_saves(conn, packed) == {}
+        assert rehydrate_saves(conn, packed).already_live == []
+
+        conn.execute("ALTER TABLE save_research ADD COLUMN notes text")
+        conn.commit()
+        compress_inactive_saves(conn, months[0], SavePolicy(workers=1), through=months[-1], now=NOW)
+        assert len(_dictionaries(conn)) == 2 and _dictionary_of_packs(conn, _packed_ids(conn)) == {
+            d for d, _ in _dictionaries(conn)} - {trained}
+        assert rehydrate_saves(conn, _packed_ids(conn)).already_live == []
+        conn.execute("ALTER TABLE save_research DROP COLUMN notes")
+        conn.commit()
+        assert _save_rows(conn, [r[0] for r in conn.execute("SELECT id FROM game_saves")]) == everything
