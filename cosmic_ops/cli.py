@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 
-from . import db, demo, schema, settings
-from .embedded import resolve_conninfo
+from . import db, demo, devserver, schema, settings
+from .embedded import resolve_conninfo, stop_embedded
 
 
 def _connect(purpose: str) -> psycopg.Connection:
@@ -54,64 +54,49 @@ def ensure_dagster_storage(conninfo: str) -> str:
 
 
 def prepare_dagster_env(conninfo: str) -> dict[str, str]:
+    """The environment of the start's runs and of ``dagster dev``: Dagster's home and storage
+    (``COSMIC_OPS_DAGSTER_HOME`` / ``COSMIC_OPS_DAGSTER_STORAGE_URL`` when set, else the
+    checkout's dagster_home/ and the storage database on the managed server)."""
     env = dict(os.environ)
     env["DAGSTER_HOME"] = str(settings.dagster_home())
-    env[settings.DAGSTER_STORAGE_URL_ENV] = ensure_dagster_storage(conninfo)
+    if not env.get(settings.DAGSTER_STORAGE_URL_ENV):
+        env[settings.DAGSTER_STORAGE_URL_ENV] = ensure_dagster_storage(conninfo)
     return env
 
 
-def record_demo_months(instance, scale: str, now: datetime) -> None:
-    """Materialize ``event_log_partitions`` over the demo's months and the premake window,
-    as one ranged run, so the UI shows the months that exist (each a no-op but for the
-    future ones) with their metadata and checks. Once per Dagster instance."""
-    import dagster as dg
-
-    from .assets import event_logs
-    from .assets.common import MONTHLY, as_of_tags
-    from .resources.backup_store import backup_store_from_env
-    from .resources.postgres import postgres_from_env
-
-    if instance.get_materialized_partitions(event_logs.ASSET_KEY):
-        return
-    first = demo.event_months(demo.SCALES[scale], now.date())[0].isoformat()
-    keys = [key for key in MONTHLY.get_partition_keys(current_time=now) if key >= first]
-    result = dg.materialize(
-        [event_logs.event_log_partitions, *event_logs.defs.asset_checks],
-        instance=instance, resources={"postgres": postgres_from_env(), "backup_store": backup_store_from_env()},
-        tags={event_logs.RANGE_START_TAG: keys[0], event_logs.RANGE_END_TAG: keys[-1], **as_of_tags(now)},
-        raise_on_error=False,
-    )
-    print(f"event_log_partitions: {keys[0]}..{keys[-1]} recorded ({'ok' if result.success else 'FAILED'})")
-
-
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Bootstrap (as a Dagster materialization), load demo data if empty, start the UI."""
+    """Bootstrap through the product's named jobs (``cosmic_ops.start``), then serve the UI."""
+    from . import start
+
     conninfo = resolve_conninfo()
     env = prepare_dagster_env(conninfo)
+    now = datetime.now(timezone.utc)  # the start's one clock: demo data, the months it records and retires
+    # Decided before the definitions load (the partitions read it at import); an operator's setting wins.
+    env.setdefault(settings.FIRST_MONTH_ENV, start.first_month(conninfo, args.scale, now).isoformat())
     os.environ.update(env)
     import dagster as dg
 
-    from .assets.schema import cosmic_schema
-    from .resources.postgres import postgres_from_env
-
-    instance = dg.DagsterInstance.get()
-    now = datetime.now(timezone.utc)  # the start's one clock: demo data and the months it records
-    result = dg.materialize([cosmic_schema], instance=instance, resources={"postgres": postgres_from_env()})
-    if not result.success:
+    report = start.bootstrap(dg.DagsterInstance.get(), conninfo=conninfo, scale=args.scale, now=now)
+    if not report.runs or not report.runs[0][2]:
         return 1
-    with _connect("demo") as conn:
-        try:
-            report = demo.load(conn, args.scale, as_of=now.date())
-            print(f"demo data: {report.total_rows:,d} rows at scale {args.scale} in {report.seconds:.1f}s")
-        except demo.DemoDataPresent:
-            print("demo data: already present, kept as is")
-    record_demo_months(instance, args.scale, now)
-    print(f"managed database: {db.redact(conninfo)}")
+    print(f"managed database: {db.redact(conninfo)}; months from {env[settings.FIRST_MONTH_ENV][:7]}")
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-w", str(settings.project_root() / "workspace.yaml"),
                "-h", args.host, "-p", str(args.port)]
-    os.execvpe(command[0], command, env)
-    return 0  # pragma: no cover
+    # Stays in front of dagster dev: Ctrl-C or SIGTERM stops its whole process group (devserver).
+    code = devserver.serve(command, env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # nothing left to release; skips seconds of interpreter finalization (devserver)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    if os.environ.get(settings.DATABASE_URL_ENV):
+        print(f"{settings.DATABASE_URL_ENV} is set: that server is not ours to stop", file=sys.stderr)
+        return 2
+    stopped = stop_embedded()
+    print(f"embedded PostgreSQL in {settings.embedded_pgdata_dir()}: {'stopped' if stopped else 'not running'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("init", help="create or migrate the schema (idempotent)").set_defaults(func=cmd_db_init)
     db_sub.add_parser("url", help="print the managed database's conninfo, password removed").set_defaults(
         func=cmd_db_url)
+    db_sub.add_parser("stop", help="stop the embedded PostgreSQL (it keeps running after ./scripts/start)"
+                      ).set_defaults(func=cmd_stop)
 
     demo_parser = sub.add_parser("demo", help="synthetic game data")
     demo_sub = demo_parser.add_subparsers(dest="demo_command", required=True)

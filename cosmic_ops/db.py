@@ -13,7 +13,7 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 import psycopg
 from psycopg import errors, sql
@@ -43,28 +43,25 @@ def with_database(conninfo: str, dbname: str) -> str:
 
 
 def sqlalchemy_url(conninfo: str, dbname: str | None = None) -> str:
-    """A ``postgresql+psycopg2://`` URL for dagster-postgres (see NOTES-dagster.md)."""
-    from urllib.parse import quote, urlencode
+    """A ``postgresql+psycopg2://`` URL for dagster-postgres. The scheme must name psycopg2: with
+    SQLAlchemy 2.1 a plain ``postgresql://`` means psycopg 3, on which dagster-postgres 0.29 fails
+    every event write (a syntax error at ``NOTIFY run_events, $1``)."""
+    from sqlalchemy.engine import URL
 
-    params = conninfo_to_dict(conninfo)
-    user = quote(params.pop("user", "postgres"), safe="")
-    password = params.pop("password", None)
-    host = params.pop("host", "")
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
+    host = params.pop("host", None)
     port = params.pop("port", None)
-    db = quote(dbname or params.pop("dbname", "postgres"), safe="")
+    socket = host is not None and host.startswith("/")
+    if socket:  # a Unix socket directory goes in the query string, as libpq reads it there
+        params["host"] = host
+        if port:
+            params["port"] = port
     params.pop("dbname", None)
-    auth = user + (":" + quote(password, safe="") if password else "")
-    query: dict[str, str] = {k: str(v) for k, v in params.items()}
-    netloc = host
-    if host.startswith("/"):  # Unix socket directory goes in the query string
-        query["host"] = host
-        netloc = ""
-    if port and netloc:
-        netloc += f":{port}"
-    elif port:
-        query["port"] = str(port)
-    tail = ("?" + urlencode(query)) if query else ""
-    return f"postgresql+psycopg2://{auth}@{netloc}/{db}{tail}"
+    url = URL.create(
+        "postgresql+psycopg2", username=params.pop("user", "postgres"), password=params.pop("password", None),
+        host=None if socket else host, port=None if socket or not port else int(port),
+        database=dbname or conninfo_to_dict(conninfo).get("dbname", "postgres"), query=params)
+    return url.render_as_string(hide_password=False)
 
 
 def connect(
@@ -212,6 +209,8 @@ class RetryPolicy:
         return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
+T = TypeVar("T")
+
 # What a transaction under ``run_locked`` retries from the start: our lock_timeout fired, or
 # (READ COMMITTED) a row it was locking was moved to another partition by the game meanwhile.
 RETRIED_CONFLICTS = (errors.LockNotAvailable, errors.SerializationFailure)
@@ -223,6 +222,43 @@ class DdlOutcome:
     lock_wait_s: float
 
 
+def retrying(
+    attempt_once: Callable[[int], T],
+    *,
+    what: str,
+    policy: RetryPolicy = RetryPolicy(),
+    retried: tuple[type[BaseException], ...] = RETRIED_CONFLICTS,
+    exhausted: Callable[[], str] = lambda: "Nothing was changed.",
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[T, DdlOutcome]:
+    """THE retry loop of every statement that waits for a lock: ``attempt_once(attempt)`` (1-based)
+    is tried up to ``policy.attempts`` times; an attempt that raises one of ``retried`` (it must
+    have changed nothing: its transaction rolled back) is followed by a capped, jittered backoff.
+    Returns the attempt's value with the attempts made and the time spent waiting (failed
+    attempts and backoff); raises ``LockRetriesExhausted`` ending with ``exhausted()``."""
+    waited = 0.0
+    for attempt in range(1, policy.attempts + 1):
+        started = time.monotonic()
+        try:
+            return attempt_once(attempt), DdlOutcome(attempts=attempt, lock_wait_s=waited)
+        except retried as exc:
+            waited += time.monotonic() - started
+            if attempt == policy.attempts:
+                break
+            delay = policy.backoff(attempt)
+            log.warning(
+                "%s: %s (attempt %d/%d); retrying in %.2fs", what,
+                "a concurrent update moved a row it was locking" if isinstance(exc, errors.SerializationFailure)
+                else f"lock not granted within {policy.lock_timeout_ms} ms", attempt, policy.attempts, delay,
+            )
+            sleep(delay)
+            waited += delay
+    raise LockRetriesExhausted(
+        f"{what}: could not acquire the lock after {policy.attempts} attempts of "
+        f"{policy.lock_timeout_ms} ms each; another session holds a conflicting lock. {exhausted()}"
+    )
+
+
 def run_locked(
     conn: psycopg.Connection,
     work: Callable[[psycopg.Connection], object],
@@ -231,66 +267,32 @@ def run_locked(
     policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
 ) -> DdlOutcome:
-    """Run ``work`` in one transaction under ``SET LOCAL lock_timeout``; retry it whole on a lock
-    timeout or a serialization failure (``RETRIED_CONFLICTS``).
+    """Run ``work`` in one transaction under ``SET LOCAL lock_timeout`` (``retrying``): a lock
+    timeout or a serialization failure rolls the whole transaction back and it runs again.
 
-    ``work`` must only issue statements (no commit): on a lock timeout the whole
-    transaction rolls back, so a failed attempt leaves nothing half-done.
-    The connection must not be inside a transaction already.
+    ``work`` must only issue statements (no commit). The connection must not be inside a
+    transaction already.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError(f"{what}: connection already inside a transaction")
-    waited = 0.0
-    for attempt in range(1, policy.attempts + 1):
-        started = time.monotonic()
-        try:
-            with conn.transaction():
-                conn.execute(
-                    sql.SQL("SET LOCAL lock_timeout = {}").format(
-                        sql.Literal(f"{policy.lock_timeout_ms}ms")
-                    )
-                )
-                work(conn)
-            return DdlOutcome(attempts=attempt, lock_wait_s=waited)
-        except RETRIED_CONFLICTS as exc:
-            waited += time.monotonic() - started
-            if attempt == policy.attempts:
-                break
-            delay = policy.backoff(attempt)
-            log.warning(
-                "%s: %s (attempt %d/%d); retrying in %.2fs", what,
-                f"lock not granted within {policy.lock_timeout_ms} ms" if isinstance(exc, errors.LockNotAvailable)
-                else "a concurrent update moved a row it was locking", attempt, policy.attempts, delay,
-            )
-            sleep(delay)
-            waited += delay
-    raise LockRetriesExhausted(
-        f"{what}: could not acquire the lock after {policy.attempts} attempts of "
-        f"{policy.lock_timeout_ms} ms each; another session holds a conflicting lock. "
-        "Nothing was changed."
-    )
+
+    def attempt_once(_: int) -> None:
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
+            work(conn)
+
+    return retrying(attempt_once, what=what, policy=policy, sleep=sleep)[1]
 
 
 def execute_with_retry(
     conn: psycopg.Connection, statement: sql.Composable, *, what: str, policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Run one statement that cannot sit in a transaction block (VACUUM) on an autocommit
-    session under a short lock_timeout, retrying with backoff as ``run_locked`` does; returns
-    the attempt that succeeded."""
+    """One statement that cannot sit in a transaction block (VACUUM), on an autocommit session
+    under the policy's lock_timeout (set for the session: ``SET LOCAL`` needs a transaction),
+    through ``retrying``; returns the attempt that succeeded."""
     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            conn.execute(statement)
-            return attempt
-        except errors.LockNotAvailable:
-            if attempt == policy.attempts:
-                break
-            sleep(policy.backoff(attempt))
-    raise LockRetriesExhausted(
-        f"{what}: lock not granted after {policy.attempts} attempts of {policy.lock_timeout_ms} ms; "
-        "nothing was changed"
-    )
+    return retrying(lambda _: conn.execute(statement), what=what, policy=policy, sleep=sleep)[1].attempts
 
 
 def run_ddl(
@@ -416,30 +418,27 @@ def _unlock(conn: psycopg.Connection, scopes: Sequence[LockScope]) -> None:
 
 @contextlib.contextmanager
 def hold_scopes(
-    conn: psycopg.Connection, scopes: Sequence[LockScope], *, wait_s: float = 0.0, poll_s: float = 0.5
+    conn: psycopg.Connection, scopes: Sequence[LockScope], *, wait_s: float = 0.0
 ) -> Iterator[tuple[LockScope, ...]]:
     """Hold the session-level advisory locks of ``scopes``, taken in key order (two runs
     wanting the same ones cannot deadlock), all or none.
 
-    If another session holds one for longer than ``wait_s`` we raise ``MaintenanceLockBusy``
-    naming the holder: a skipped run must never look like success.
+    Each is waited for at most what is left of ``wait_s`` (the server's own lock queue under
+    ``lock_timeout``, no polling); then we raise ``MaintenanceLockBusy`` naming the holder: a
+    skipped run must never look like success.
     """
     ordered = tuple(sorted(set(scopes), key=lambda s: (s.classid, s.objid)))
     deadline = time.monotonic() + wait_s
     held: list[LockScope] = []
     try:
         for scope in ordered:
-            while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", scope.key).fetchone()[0]:
-                if time.monotonic() >= deadline:
-                    holder = _lock_holder(conn, scope)
-                    if not conn.autocommit:
-                        conn.commit()
-                    raise MaintenanceLockBusy(
-                        f"maintenance lock of {scope.kind} {scope.name} on database {conn.info.dbname!r} is held by "
-                        f"{holder}; this run did not do its work")
+            if not _take_advisory_lock(conn, scope, deadline - time.monotonic()):
+                holder = _lock_holder(conn, scope)
                 if not conn.autocommit:
                     conn.commit()
-                time.sleep(poll_s)
+                raise MaintenanceLockBusy(
+                    f"maintenance lock of {scope.kind} {scope.name} on database {conn.info.dbname!r} is held by "
+                    f"{holder}; this run did not do its work")
             held.append(scope)
         if not conn.autocommit:
             conn.commit()
@@ -452,9 +451,22 @@ def hold_scopes(
         _unlock(conn, held)
 
 
+def _take_advisory_lock(conn: psycopg.Connection, scope: LockScope, wait_s: float) -> bool:
+    """Take ``scope``'s session-level advisory lock, waiting up to ``wait_s`` in the server's queue."""
+    if wait_s <= 0:  # lock_timeout 0 would mean "wait forever"
+        return conn.execute("SELECT pg_try_advisory_lock(%s, %s)", scope.key).fetchone()[0]
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{max(1, int(wait_s * 1000))}ms")))
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", scope.key)
+        return True
+    except errors.LockNotAvailable:
+        return False
+
+
 @contextlib.contextmanager
 def maintenance_lock(
-    conn: psycopg.Connection, *tables: str | int, wait_s: float = 0.0, poll_s: float = 0.5
+    conn: psycopg.Connection, *tables: str | int, wait_s: float = 0.0
 ) -> Iterator[tuple[LockScope, ...]]:
     """Hold the maintenance lock scope (``table_lock_scope``) of each of ``tables``.
 
@@ -468,5 +480,5 @@ def maintenance_lock(
     scopes = [table_lock_scope(conn, table) for table in tables]
     if not conn.autocommit:
         conn.commit()
-    with hold_scopes(conn, scopes, wait_s=wait_s, poll_s=poll_s) as held:
+    with hold_scopes(conn, scopes, wait_s=wait_s) as held:
         yield held

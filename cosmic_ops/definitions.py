@@ -12,6 +12,7 @@ from .assets import archive as archive_assets
 from .assets import backups as backup_assets
 from .assets import event_logs as event_log_assets
 from .assets import layout as layout_assets
+from .assets import ledger as ledger_assets
 from .assets import monitoring as monitoring_assets
 from .assets import resplit as resplit_assets
 from .assets import retention as retention_assets
@@ -30,6 +31,7 @@ DOMAIN_MODULES = [
     save_assets,
     layout_assets,
     resplit_assets,
+    ledger_assets,
 ]
 
 defs = dg.Definitions.merge(

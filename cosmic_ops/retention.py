@@ -33,9 +33,9 @@ from psycopg import errors, sql
 from . import db, recovery
 from .fingerprint import Fingerprint, fingerprint, row_count
 from .backups.policy import RetentionPolicy
-from .backups.restore import attach_month
 from .backups.store import BackupStore, Generation
 from .backups.verify import qualified_name
+from .partitions import attach_month_table, policy_for
 from .partitions.catalog import Partition, default_partition, list_partitions, partition_for_month
 from .timeutil import month_start
 
@@ -301,24 +301,27 @@ def _prove_and_list_steps(conn: psycopg.Connection, plan: RetirementPlan, backup
 
 def _detach_concurrently(conninfo: str, parent: sql.Composable, table: sql.Composable, oid: int,
                          mode: str, policy: db.RetryPolicy) -> int:
-    """Run DETACH ... CONCURRENTLY (or FINALIZE) on an autocommit session, retrying on
-    lock timeouts; a timeout after the first phase leaves it pending, which we finish."""
+    """Run DETACH ... CONCURRENTLY (or FINALIZE) on an autocommit session (it cannot run in a
+    transaction block) through ``db.retrying``; a timeout after its first phase leaves the
+    partition pending, and the next attempt finalizes it."""
     with db.connect(conninfo, autocommit=True, lock_timeout=f"{policy.lock_timeout_ms}ms",
                     application_name="cosmic_ops:retention") as session:
-        for attempt in range(1, policy.attempts + 1):
+        current = [mode]
+
+        def attempt_once(_: int) -> None:
             try:
-                session.execute(_detach_sql(parent, table, mode))
-                return attempt
+                session.execute(_detach_sql(parent, table, current[0]))
             except (errors.LockNotAvailable, errors.QueryCanceled):
-                if attempt == policy.attempts:
-                    raise db.LockRetriesExhausted(
-                        f"detach of oid {oid}: lock not granted after {policy.attempts} attempts; "
-                        + ("it is left 'detach pending' and the next job on the table finalizes it"
-                           if _detach_pending(session, oid) else "nothing was changed")) from None
                 if _detach_pending(session, oid):
-                    mode = DETACH_FINALIZE
-                time.sleep(policy.backoff(attempt))
-    raise AssertionError("unreachable")
+                    current[0] = DETACH_FINALIZE
+                raise
+
+        def left() -> str:
+            return ("It is left 'detach pending' and the next job on the table finalizes it."
+                    if _detach_pending(session, oid) else "Nothing was changed.")
+
+        return db.retrying(attempt_once, what=f"detach of oid {oid}", policy=policy,
+                           retried=(errors.LockNotAvailable, errors.QueryCanceled), exhausted=left)[1].attempts
 
 
 def _detach(conn, conninfo: Optional[str], plan: RetirementPlan, policy: db.RetryPolicy) -> int:
@@ -402,7 +405,7 @@ def apply_retirement(
         db.run_locked(conn, recount_then_finish, what=f"retire {plan.table_schema}.{plan.table_name}",
                       policy=policy)
     except _ChangedAfterDetach as changed:
-        attach_month(conn, parent, plan.table_schema, plan.table_name, month, policy=policy)
+        attach_month_table(conn, policy_for(conn, parent), plan.table_schema, plan.table_name, month, policy)
         store.clear_retirement(database, key, month)
         raise RetentionRefused(
             f"{plan.table_schema}.{plan.table_name} held {changed.counted.rows} rows (checksum "

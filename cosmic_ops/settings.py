@@ -12,6 +12,11 @@ STATE_DIR_ENV = "COSMIC_OPS_STATE_DIR"
 # Name of the database, on the managed server, that holds Dagster's own storage.
 DAGSTER_STORAGE_DB = "cosmic_ops_dagster"
 DAGSTER_STORAGE_URL_ENV = "COSMIC_OPS_DAGSTER_STORAGE_URL"
+# First month the monthly partitions list (YYYY-MM-01); `cosmic-ops dev` sets it to the earliest
+# month the database or the backup store knows, unless the operator did.
+FIRST_MONTH_ENV = "COSMIC_OPS_FIRST_MONTH"
+# Dagster's home (its dagster.yaml, local compute logs); unset: dagster_home/ of the checkout.
+DAGSTER_HOME_ENV = "COSMIC_OPS_DAGSTER_HOME"
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -38,4 +43,5 @@ def default_backup_dir() -> Path:
 
 
 def dagster_home() -> Path:
-    return project_root() / "dagster_home"
+    configured = os.environ.get(DAGSTER_HOME_ENV)
+    return Path(configured) if configured else project_root() / "dagster_home"

@@ -15,6 +15,16 @@ from cosmic_ops import db, schema, settings
 from cosmic_ops.embedded import embedded_conninfo
 
 
+def pytest_configure(config):
+    # pytest restores the warning filters after collection: keep silencing the Dagster previews
+    # the product uses on purpose (listed once, in cosmic_ops.assets) for the tests' whole run.
+    from cosmic_ops.assets import DELIBERATE_PREVIEWS
+
+    for category, message in DELIBERATE_PREVIEWS:
+        config.addinivalue_line("filterwarnings",
+                                f"ignore:{message}:{category.__module__}.{category.__qualname__}")
+
+
 @pytest.fixture(scope="session")
 def server_conninfo() -> str:
     """Maintenance conninfo of the server under test (the ``postgres`` database)."""

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-import dagster as dg
-
-from cosmic_ops import cli, db, demo, schema, settings
-from cosmic_ops.assets import event_logs
-from cosmic_ops.partitions import list_partitions
-from cosmic_ops.timeutil import add_months, month_start
-
-from .clock import NOW, TODAY
+from cosmic_ops import cli, db, schema, settings
 
 
 def test_db_init_and_demo_load_commands(fresh_database):
@@ -32,20 +26,32 @@ def test_db_init_and_demo_load_commands(fresh_database):
         assert conn.execute("SELECT count(*) FROM event_logs").fetchone()[0] == 100_000
 
 
-def test_dev_records_the_demo_months_once(new_database, monkeypatch):
-    monkeypatch.setenv(settings.DATABASE_URL_ENV, new_database)
-    with db.connect(new_database) as conn:
-        schema.bootstrap(conn)
-        demo.load(conn, "small", as_of=TODAY)
-    instance = dg.DagsterInstance.ephemeral()
-    cli.record_demo_months(instance, "small", NOW)
-    today = TODAY
-    first = demo.event_months(demo.SCALES["small"], today)[0]
-    expected = {add_months(first, i).isoformat() for i in range(demo.SCALES["small"].months + 3)}
-    assert instance.get_materialized_partitions(event_logs.ASSET_KEY) == expected
-    with db.connect(new_database) as conn:
-        months = {p.lower_month() for p in list_partitions(conn, "event_logs") if not p.is_default}
-    assert add_months(month_start(today), 3) in months and len(months) == len(expected)
-    runs = len(instance.get_runs())
-    cli.record_demo_months(instance, "small", NOW)
-    assert len(instance.get_runs()) == runs
+def test_dev_decides_the_first_month_before_the_definitions_load(tmp_path):
+    # cosmic-ops dev sets COSMIC_OPS_FIRST_MONTH after importing cli and start, and the monthly
+    # partitions read it when cosmic_ops.assets.common is imported: neither may import it first.
+    check = ("import sys, cosmic_ops.cli, cosmic_ops.start; "
+             "assert 'cosmic_ops.assets.common' not in sys.modules, sorted(sys.modules)")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    first_key = "from cosmic_ops.assets.common import MONTHLY; print(MONTHLY.get_first_partition_key())"
+    shown = subprocess.run(
+        [sys.executable, "-c", first_key],
+        env={**os.environ, settings.FIRST_MONTH_ENV: "2025-10-01"}, capture_output=True, text=True)
+    assert shown.stdout.strip() == "2025-10-01", shown.stderr
+
+
+def test_dev_environment_keeps_a_given_dagster_home_and_storage(monkeypatch, tmp_path):
+    monkeypatch.setenv(settings.DAGSTER_HOME_ENV, str(tmp_path))
+    monkeypatch.setenv(settings.DAGSTER_STORAGE_URL_ENV, "postgresql+psycopg2://u@h/elsewhere")
+    env = cli.prepare_dagster_env("host=/nowhere dbname=unused")  # nothing is created on that server
+    assert env["DAGSTER_HOME"] == str(tmp_path)
+    assert env[settings.DAGSTER_STORAGE_URL_ENV] == "postgresql+psycopg2://u@h/elsewhere"
+
+
+def test_db_stop_leaves_a_configured_server_alone(fresh_database):
+    env = {**os.environ, settings.DATABASE_URL_ENV: fresh_database}
+    done = subprocess.run([sys.executable, "-m", "cosmic_ops.cli", "db", "stop"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "not ours to stop" in done.stderr
+    with db.connect(fresh_database) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -110,3 +110,12 @@ def test_compressed_wal_is_set_for_the_session_and_restored(fresh_database):
             assert conn.execute("SHOW wal_compression").fetchone()[0] == method
             conn.commit()
         assert conn.execute("SHOW wal_compression").fetchone()[0] == before
+
+
+def test_sqlalchemy_url_round_trips_a_password_with_url_characters():
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db.sqlalchemy_url("host=/tmp/sock port=5433 user=u password=p@ss:w/d dbname=x sslmode=require",
+                                     "dag"))
+    assert (url.username, url.password, url.database) == ("u", "p@ss:w/d", "dag")
+    assert dict(url.query) == {"host": "/tmp/sock", "port": "5433", "sslmode": "require"}

@@ -13,7 +13,8 @@ MODULES = ["cosmic_ops.backups", "cosmic_ops.backups.policy", "cosmic_ops.partit
            "cosmic_ops.definitions", "cosmic_ops.backups.restore", "cosmic_ops.partitions.maintain",
            "cosmic_ops.partitions.rehome", "cosmic_ops.lifecycle.archive", "cosmic_ops.lifecycle.saves",
            "cosmic_ops.online", "cosmic_ops.partitions.split_default", "cosmic_ops.layout", "cosmic_ops.layout.resplit",
-           "cosmic_ops.fingerprint", "cosmic_ops.assets.resplit", "cosmic_ops.assets.layout"]
+           "cosmic_ops.fingerprint", "cosmic_ops.assets.resplit", "cosmic_ops.assets.layout",
+           "cosmic_ops.ledger", "cosmic_ops.assets.ledger", "cosmic_ops.start"]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -1,4 +1,6 @@
-"""``destroyed_bodies_archive``: monthly archive of destroyed bodies, its check, un-archive job, nightly schedule."""
+"""``destroyed_bodies_archive``: monthly archive of destroyed bodies with its conservation check
+(both recorded per month, also in a run over several months), the plan job, the un-archive
+job and the nightly schedule."""
 
 from datetime import date, datetime, timedelta
 from typing import Annotated, Optional
@@ -11,11 +13,15 @@ from ..lifecycle.archive import DEFAULT_THROTTLE
 from ..resources import PostgresResource
 from ..timeutil import add_months
 from .common import (
-    LIFECYCLE_ASSET_ARGS, MAINTENANCE_POOL, MONTHLY, PlainIdentifier, as_of_tags, parsed_by, run_clock,
+    LIFECYCLE_ASSET_ARGS, LIFECYCLE_KINDS, MAINTENANCE_POOL, MONTHS_TO_DATE, PlainIdentifier, as_of_tags, month_key, parsed_by,
+    run_clock, run_months,
 )
+from .metadata import check_evaluation
+from .metadata import lifecycle as md
 
 ASSET_KEY = "destroyed_bodies_archive"
 CONSERVED_CHECK = "live_plus_archived_conserved"
+CONSERVED = dg.AssetCheckKey(dg.AssetKey(ASSET_KEY), CONSERVED_CHECK)
 
 
 class ArchiveConfig(dg.Config):
@@ -34,8 +40,6 @@ class ArchiveConfig(dg.Config):
                                           "off: about a third faster, may wait up to lock_timeout")
     workers: int = Field(default=ArchivePolicy.workers, ge=1, le=64,
                          description="sessions moving different leaf partitions side by side, each paced as above")
-    dry_run: bool = Field(default=False, description="report the plan, change nothing")
-
     def policy(self) -> ArchivePolicy:
         throttle = Throttle(batch_size=self.batch_size, pause_s=self.pause_s, max_rows_per_s=self.max_rows_per_s,
                             sleep_coef=self.sleep_coef)
@@ -49,53 +53,49 @@ def partition_months(context) -> tuple[date, date]:
     return window.start.date(), add_months(window.end.date(), -1)
 
 
-@dg.asset(
-    key=ASSET_KEY,
-    **LIFECYCLE_ASSET_ARGS,
-    check_specs=[dg.AssetCheckSpec(CONSERVED_CHECK, asset=ASSET_KEY,
+@dg.multi_asset(
+    name=ASSET_KEY,
+    specs=[dg.AssetSpec(ASSET_KEY, kinds=LIFECYCLE_KINDS, description="Destroyed celestial bodies of the month (by updated_at), older "
+                        "than the policy, moved to celestial_bodies_archive in bounded committed batches.")],
+    check_specs=[dg.AssetCheckSpec(CONSERVED_CHECK, asset=ASSET_KEY, partitions_def=MONTHS_TO_DATE,
                                    description="live + archived rows of the month equal the count before the move")],
-    description="Destroyed celestial bodies of the month (by updated_at), older than the policy, moved to "
-                "celestial_bodies_archive in bounded committed batches.",
+    # The conservation check is yielded per month (a check result cannot name its month), so
+    # its output must be optional.
+    can_subset=True,
+    **LIFECYCLE_ASSET_ARGS,
 )
-def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveConfig,
-                             postgres: PostgresResource) -> dg.MaterializeResult:
+def destroyed_bodies_archive(context: dg.AssetExecutionContext, config: ArchiveConfig, postgres: PostgresResource):
     month, through = partition_months(context)
     policy = config.policy()
-    now = run_clock(context)
     with postgres.connect(purpose="archive") as conn:
-        if config.dry_run:
-            plan = plan_archive(conn, month, policy, now=now, through=through)
-            return dg.MaterializeResult(
-                metadata={"dry_run": True, "rows_to_move": plan.candidates, "plan": dg.MetadataValue.md(plan.as_markdown())},
-                check_results=[dg.AssetCheckResult(check_name=CONSERVED_CHECK, passed=True,
-                                                   metadata={"dry_run": True})],
-            )
-        report = archive_destroyed_bodies(conn, month, policy, now=now, progress=context.log.info, through=through,
-                                          worker_sessions=postgres.session_spec("archive-worker"))
-    log = report.log
+        report = archive_destroyed_bodies(conn, month, policy, now=run_clock(context), progress=context.log.info,
+                                          through=through, worker_sessions=postgres.session_spec("archive-worker"))
     context.log.info("archived %d rows of %s in %d batches (%.0f rows/s); %d remain",
-                     log.moved, month, log.batches, log.per_s, report.rows_remaining)
-    return dg.MaterializeResult(
-        metadata={
-            "rows_moved": log.moved,
-            "batches": log.batches,
-            "rows_per_s": round(log.per_s, 1),
-            "longest_batch_s": round(log.longest_batch_s, 4),
-            "rows_remaining": report.rows_remaining,
-            "scope": report.scope.describe(),
-            "seconds": round(log.elapsed_s, 3),
-            "moving_seconds": round(report.moving_s, 3),
-            "tablespace_moved": report.tablespace_moved,
-            "workers": policy.workers,
-            "wal_compression": report.wal_compression or "unchanged (needs superuser or GRANT SET ON PARAMETER)",
-        },
-        check_results=[dg.AssetCheckResult(
-            check_name=CONSERVED_CHECK,
-            passed=report.conserved,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"rows_before": report.scope_rows_before, "live_plus_archived_after": report.scope_rows_after},
-        )],
-    )
+                     report.log.moved, md.months_label(report.scope), report.log.batches, report.log.per_s,
+                     report.rows_remaining)
+    for counts in report.months:
+        context.add_asset_metadata(md.archive_month(counts), partition_key=month_key(counts.month))
+    yield dg.MaterializeResult(asset_key=ASSET_KEY, metadata=md.archive_run(report, policy.workers))
+    if CONSERVED in context.selected_asset_check_keys:
+        for counts in report.months:
+            yield check_evaluation(CONSERVED, month_key(counts.month), md.conservation(counts))
+
+
+@dg.op(description="What destroyed_bodies_archive would move for each month of the run, recorded as an "
+                   "observation of the month. Reads only: no materialization, no check result.")
+def plan_destroyed_bodies_archive(context: dg.OpExecutionContext, config: ArchiveConfig,
+                                  postgres: PostgresResource) -> None:
+    policy, now = config.policy(), run_clock(context)
+    with postgres.connect(purpose="archive plan") as conn:
+        for month in run_months(context):
+            plan = plan_archive(conn, month, policy, now=now)
+            context.log_event(md.archive_plan(dg.AssetKey(ASSET_KEY), month_key(month), plan))
+
+
+@dg.job(name="destroyed_bodies_archive_plan", partitions_def=MONTHS_TO_DATE,
+        description="Dry run of destroyed_bodies_archive: each month's plan as an observation; changes nothing.")
+def destroyed_bodies_archive_plan():
+    plan_destroyed_bodies_archive()
 
 
 archive_job = dg.define_asset_job("destroyed_bodies_archive_job", selection=[ASSET_KEY])
@@ -106,7 +106,7 @@ def due_months(moment: datetime, age: timedelta) -> list[str]:
     keys = []
     for cutoff in (moment - age - timedelta(days=1), moment - age):
         key = cutoff.strftime("%Y-%m-01")
-        if key not in keys and MONTHLY.has_partition_key(key):
+        if key not in keys and MONTHS_TO_DATE.has_partition_key(key):
             keys.append(key)
     return keys
 
@@ -153,6 +153,6 @@ def unarchive_job():
 
 defs = dg.Definitions(
     assets=[destroyed_bodies_archive],
-    jobs=[archive_job, unarchive_job],
+    jobs=[archive_job, destroyed_bodies_archive_plan, unarchive_job],
     schedules=[destroyed_bodies_archive_nightly],
 )

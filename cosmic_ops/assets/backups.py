@@ -1,6 +1,7 @@
-"""Backups in Dagster: ``event_log_backups`` (monthly) with its blocking verification,
-``full_backup`` with its verification and the PITR readiness check, the restore job
-and the schedules. Each piece reads config/resources and calls one core function."""
+"""Backups in Dagster: ``event_log_backups`` (monthly, closed months only) with its blocking
+verification, ``full_backup`` with its verification and the PITR readiness check, the restore
+job and the schedules. Each piece reads config/resources and calls one core function; what
+the UI shows is built in ``metadata.backups``."""
 
 
 from datetime import date
@@ -11,57 +12,20 @@ from pydantic import Field
 
 from ..backups import (
     BackupStoreError, NoPartitionToBackUp, PgClientNotFound, PgToolFailed, PolicyError, RestoreRefused,
-    RetentionPolicy, Verification, backup_month, full_backup as run_full_backup, pitr_readiness,
+    RetentionPolicy, backup_month, full_backup as run_full_backup, pitr_readiness,
     restore_month, verify_full_backup, verify_month_backup,
 )
 from ..backups.month import BACKED_UP
-from ..backups.store import Generation
 from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
 from ..timeutil import add_months, month_start
-from .common import MAINTENANCE_POOL, MONTHLY, PlainIdentifier, as_of_tags, month_of, parsed_by
+from .common import CLOSED_MONTHS, MAINTENANCE_POOL, MONTHLY, PlainIdentifier, as_of_tags, month_key, month_of, parsed_by
+from .metadata import backups as md
+from .metadata import event_logs as event_logs_md
 
 GROUP = "backups"
 EVENT_LOG_PARTITIONS = dg.AssetKey("event_log_partitions")
 _OPERATIONAL = (BackupStoreError, NoPartitionToBackUp, PgClientNotFound, PgToolFailed, PolicyError)
-
-
-def _manifest_metadata(generation: Generation) -> dict:
-    m = generation.manifest
-    mb_per_s = (m.bytes / 1e6) / m.seconds if m.seconds else 0.0
-    return {
-        "path": dg.MetadataValue.path(str(generation.file)),
-        "generation": generation.name,
-        "bytes": m.bytes,
-        "sha256": m.sha256,
-        "rows": m.rows,
-        "mb_per_s": round(mb_per_s, 2),
-        "seconds": m.seconds,
-        "server_version": m.server_version,
-        "pg_client": m.client,
-    }
-
-
-def _verification_metadata(v: Verification) -> dict:
-    metadata = {
-        "method": v.method,
-        "scratch": v.scratch or "",
-        "sha256_ok": v.sha256_ok,
-        "toc_entries": v.toc_entries,
-        "rows_restored": v.rows if v.rows is not None else -1,
-        "seconds": v.seconds,
-    }
-    if v.row_checksum:
-        metadata["row_checksum_restored"] = v.row_checksum
-    if v.note:
-        metadata["note"] = v.note
-    if v.stale_scratch_dropped:
-        metadata["stale_scratch_dropped"] = dg.MetadataValue.json(v.stale_scratch_dropped)
-    if v.error:
-        metadata["error"] = v.error
-    if v.mismatches:
-        metadata["mismatches"] = dg.MetadataValue.json(v.mismatches)
-    return metadata
 
 
 # ---------------------------------------------------------------------------
@@ -77,15 +41,20 @@ class MonthBackupConfig(dg.Config):
     keep_generations: int = _keep_generations()
 
 
+# Month M of the backups is a dump of month M of the partitions (same month, no offset).
+SAME_MONTH = dg.TimeWindowPartitionMapping()
+
+
 @dg.asset(
     key="event_log_backups",
-    partitions_def=MONTHLY,
-    deps=[EVENT_LOG_PARTITIONS],
+    partitions_def=CLOSED_MONTHS,
+    deps=[dg.AssetDep(EVENT_LOG_PARTITIONS, partition_mapping=SAME_MONTH)],
     group_name=GROUP,
     kinds={"postgres"},
     pool=MAINTENANCE_POOL,
     description="pg_dump -Fc of the month's event_logs partition into the backup store, with a manifest "
-    "(file, bytes, sha256, rows and checksum taken in the dump's snapshot). Each run is a new generation.",
+    "(file, bytes, sha256, rows and checksum taken in the dump's snapshot). Each run is a new generation. "
+    "Closed months only, one month per run (a backfill of several months is a run per month).",
 )
 def event_log_backups(
     context: dg.AssetExecutionContext,
@@ -107,18 +76,14 @@ def event_log_backups(
     else:
         context.log.info("%s has no partition any more (%s): its verified backup %s stands, nothing was dumped",
                          month, result.status, result.generation.name)
-    return dg.MaterializeResult(metadata={
-        "status": result.status,
-        **_manifest_metadata(result.generation),
-        "pruned_generations": dg.MetadataValue.json(list(result.pruned)),
-    })
+    return dg.MaterializeResult(metadata=md.month_backup(result))
 
 
 @dg.asset_check(
     asset=event_log_backups,
     name="backup_restores_with_equal_rows",
     blocking=True,
-    partitions_def=MONTHLY,
+    partitions_def=CLOSED_MONTHS,
     description="Restores the newest backup of the month into a scratch database (or schema) and compares "
     "row count and row checksum with the manifest. Retention reads this record.",
 )
@@ -131,13 +96,9 @@ def backup_restores_with_equal_rows(
         client = backup_store.client(conn)
         generations = store.month_generations(conn.info.dbname, "event_logs", month)
     if not generations:
-        return dg.AssetCheckResult(passed=False, metadata={"error": f"no backup of {month:%Y-%m} in {store.root}"})
+        return md.missing_backup(f"backup of {month:%Y-%m}", str(store.root))
     verification = verify_month_backup(store, generations[0], conninfo=postgres.conninfo(), client=client)
-    return dg.AssetCheckResult(
-        passed=verification.ok,
-        metadata={"generation": generations[0].name, "rows_in_manifest": generations[0].manifest.rows,
-                  **_verification_metadata(verification)},
-    )
+    return md.month_verification(generations[0], verification)
 
 
 # ---------------------------------------------------------------------------
@@ -170,15 +131,7 @@ def full_backup(
                                      keep_generations=config.keep_generations)
     except _OPERATIONAL as exc:
         raise dg.Failure(description=str(exc)) from None
-    m = result.generation.manifest
-    return dg.MaterializeResult(metadata={
-        **_manifest_metadata(result.generation),
-        "jobs": config.jobs,
-        "tables": len(m.tables),
-        "rows_per_table": dg.MetadataValue.md(
-            "| table | rows |\n|---|---|\n" + "\n".join(f"| {t} | {n} |" for t, n in m.tables.items())),
-        "pruned_generations": dg.MetadataValue.json(list(result.pruned)),
-    })
+    return dg.MaterializeResult(metadata=md.full_backup(result, config.jobs))
 
 
 @dg.asset_check(
@@ -195,11 +148,10 @@ def full_backup_restores_with_equal_counts(
         client = backup_store.client(conn)
         generations = store.full_generations(conn.info.dbname)
     if not generations:
-        return dg.AssetCheckResult(passed=False, metadata={"error": f"no full backup in {store.root}"})
+        return md.missing_backup("full backup", str(store.root))
     jobs = generations[0].manifest.jobs or 1
     verification = verify_full_backup(store, generations[0], conninfo=postgres.conninfo(), client=client, jobs=jobs)
-    return dg.AssetCheckResult(passed=verification.ok,
-                               metadata={"generation": generations[0].name, **_verification_metadata(verification)})
+    return md.full_verification(generations[0], verification)
 
 
 @dg.asset_check(
@@ -210,23 +162,7 @@ def full_backup_restores_with_equal_counts(
 )
 def pitr_readiness_check(postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.connect(purpose="pitr readiness") as conn:
-        report = pitr_readiness(conn)
-    age = report.last_archived_age_s
-    return dg.AssetCheckResult(
-        passed=report.ready,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "wal_level": report.wal_level,
-            "archive_mode": report.archive_mode,
-            "archive_command": report.archive_command or "(empty)",
-            "archive_library": report.archive_library or "(empty)",
-            "archived_count": report.archived_count,
-            "failed_count": report.failed_count,
-            "last_archived_wal": report.last_archived_wal or "(none)",
-            "last_archived_age_s": round(age, 1) if age is not None else -1.0,
-            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in report.problems) or "none"),
-        },
-    )
+        return md.pitr(pitr_readiness(conn))
 
 
 # ---------------------------------------------------------------------------
@@ -270,6 +206,10 @@ def restore_event_log_month_op(
     summary = {"table": f"{result.schema}.{result.table}", "attached": result.attached, "rows": result.rows,
                "row_checksum": result.row_checksum, "generation": result.generation,
                "resumed": result.resumed, "seconds": result.seconds}
+    if result.attached and MONTHLY.has_partition_key(month_key(month)):
+        # The month exists again: its partition bar shows it, with the backup it came from.
+        context.log_event(dg.AssetMaterialization(asset_key=EVENT_LOG_PARTITIONS, partition=month_key(month),
+                                                  metadata=event_logs_md.restored(result, month_key(month))))
     context.add_output_metadata({**summary, "recovered": dg.MetadataValue.json(list(result.recovered))}
                                 if result.recovered else summary)
     return summary

@@ -1,5 +1,5 @@
-"""What every domain's assets share: the monthly partitions, the maintenance pool, and the
-types that validate config values when a run's config is loaded."""
+"""What every domain's assets share: the monthly partitions definitions, the maintenance pool,
+the run's clock, and the types that validate config values when a run's config is loaded."""
 
 from __future__ import annotations
 
@@ -11,19 +11,27 @@ import dagster as dg
 from pydantic import AfterValidator, ValidationInfo
 
 from ..partitions.policy import plain_identifier
+from ..settings import FIRST_MONTH_ENV
 from ..units import PolicyError
 
-# First month Dagster shows; the demo data reaches 15 months back.
-FIRST_MONTH_ENV = "COSMIC_OPS_FIRST_MONTH"
+# First month Dagster shows: settings.FIRST_MONTH_ENV (which `cosmic-ops dev` sets), else this.
 DEFAULT_FIRST_MONTH = "2025-01-01"
 # premake 3 months ahead: Dagster lists finished windows only, so end_offset = premake + 1.
 PREMAKE_MONTHS = 3
 
+FIRST_MONTH = os.environ.get(FIRST_MONTH_ENV, DEFAULT_FIRST_MONTH)
+
+# Months of event_logs partitions: from the first month to the last premade one.
 MONTHLY = dg.MonthlyPartitionsDefinition(
-    start_date=os.environ.get(FIRST_MONTH_ENV, DEFAULT_FIRST_MONTH),
+    start_date=FIRST_MONTH,
     timezone="UTC",
     end_offset=PREMAKE_MONTHS + 1,
 )
+# Months that have ended (backups, retention): a month is backed up and retired only once it
+# is over, so the list stops at last month and "materialize missing" never asks for a future one.
+CLOSED_MONTHS = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH, timezone="UTC")
+# Months whose rows can be due (archive, compression: rows older than an age): through this month.
+MONTHS_TO_DATE = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH, timezone="UTC", end_offset=1)
 
 # A run's one "now" (ISO 8601 with offset). Schedules set it to their tick, so a run that
 # starts late, or crosses midnight or a month end, still decides as of its tick.
@@ -64,6 +72,27 @@ def month_of(partition_key: str) -> date:
     return date.fromisoformat(partition_key)
 
 
+def month_key(month: date) -> str:
+    """The partition key (``YYYY-MM-01``) of ``month``."""
+    return f"{month:%Y-%m}-01"
+
+
+def run_months(context) -> list[date]:
+    """The months of this run, oldest first: one partition, or a range when a backfill runs as one run."""
+    return [month_of(key) for key in context.partition_keys]
+
+
+def newest_materialization(instance: dg.DagsterInstance, keys, after: int | None) -> int | None:
+    """Storage id of the newest materialization of any of ``keys`` after ``after`` (None: none since)."""
+    newest = None
+    for key in keys:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_coercible(key), after_storage_id=after), limit=1).records
+        if records:
+            newest = max(newest or 0, records[0].storage_id)
+    return newest
+
+
 # One maintenance run per database at a time (dagster.yaml sets the pool limit to 1); each
 # table's advisory lock scope (cosmic_ops.db.table_lock_scope) backs it up across deployments.
 MAINTENANCE_POOL = "cosmic_maintenance"
@@ -71,12 +100,12 @@ MAINTENANCE_POOL = "cosmic_maintenance"
 # Row-lifecycle assets (archive, compression): monthly, in the maintenance pool, and a
 # backfill of many months runs once, in full batches, instead of once per month.
 LIFECYCLE_ASSET_ARGS = dict(
-    partitions_def=MONTHLY,
+    partitions_def=MONTHS_TO_DATE,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=MAINTENANCE_POOL,
     group_name="lifecycle",
-    kinds={"postgres"},
 )
+LIFECYCLE_KINDS = {"postgres"}
 
 
 # ---------------------------------------------------------------------------

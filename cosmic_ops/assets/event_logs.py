@@ -1,10 +1,14 @@
 """Monthly ``event_logs`` partitions in Dagster (SPEC §3.2–3.3).
 
 - ``event_log_partitions`` (monthly): materializing month M makes its partition exist
-  with the policy's bounds, indexes and storage settings; a dry run returns the plan.
-- Checks on the database state: the premake months exist, DEFAULT is empty, every
-  partition has the policy's indexes and storage, the months are contiguous, a
-  one-month query is pruned to its partition.
+  with the policy's bounds, indexes and storage settings. A run over several months
+  records each month with its own metadata. ``month_query_pruned`` checks each month.
+- ``event_logs_table`` (the table as a whole, unpartitioned): what exists now, and the
+  checks on the whole table: the premake months exist, DEFAULT is empty, every partition
+  has the policy's indexes and storage, the months are contiguous. A sensor reads it again
+  after every change of months, so its checks are recorded once per change, not per month.
+- ``event_log_partitions_plan``: what a materialization would do, recorded as an
+  observation of each month; changes nothing and records no materialization or check.
 - ``event_log_default_rehoming_job`` + ``event_log_default_rows_sensor``: rows that
   landed in DEFAULT are moved into their months, which are created as needed.
 - Schedules: the seed's ``0 0 1 * *`` built from the partitioned job (it asks for the
@@ -17,8 +21,7 @@
 
 
 import json
-from datetime import date, datetime, timezone
-from typing import Any
+from datetime import datetime, timezone
 
 import dagster as dg
 from pydantic import Field
@@ -27,7 +30,6 @@ from ..db import RetryPolicy
 from ..partitions import EVENT_LOGS_POLICY, ensure_months, rehome_default_rows
 from ..partitions.maintain import read_with_retry
 from ..partitions.state import (
-    CheckOutcome,
     check_contiguous,
     check_default_empty,
     check_indexes_and_storage,
@@ -35,14 +37,18 @@ from ..partitions.state import (
     check_months_exist,
     default_rows_by_month,
     describe_month,
+    describe_table,
 )
 from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
-from .common import MAINTENANCE_POOL, MONTHLY, as_of_tags, month_of, run_clock
+from .common import MAINTENANCE_POOL, MONTHLY, as_of_tags, month_key, newest_materialization, run_clock, run_months
+from .metadata import check_evaluation, check_result, recovery_entries
+from .metadata import event_logs as md
 
 POLICY = EVENT_LOGS_POLICY
 GROUP = "event_logs"
 ASSET_KEY = dg.AssetKey("event_log_partitions")
+TABLE_KEY = dg.AssetKey("event_logs_table")
 # Tags Dagster reads to run one partition range in a single run (as the UI's
 # "launch single run" does); tests pin them to Dagster's own constants.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -66,16 +72,7 @@ class LockSettings(dg.Config):
 
 
 class EventLogPartitionsConfig(LockSettings):
-    dry_run: bool = Field(default=False, description="return the plan as metadata and change nothing")
     exact_rows: bool = Field(default=False, description="count rows exactly (scans the month)")
-
-
-def _run_months(context) -> list[date]:
-    """The months of this run: one key, or a range in a single-run backfill."""
-    if context.has_partition_key:
-        return [month_of(context.partition_key)]
-    keys = MONTHLY.get_partition_keys_in_range(context.partition_key_range)
-    return [month_of(k) for k in keys]
 
 
 @dg.asset(
@@ -87,118 +84,116 @@ def _run_months(context) -> list[date]:
     kinds={"postgres"},
     deps=["cosmic_schema"],
     description="One event_logs partition per month, [M, M+1 month) in UTC, with the policy's indexes and "
-                "storage settings; created outside the tree, CHECKed, attached; rows for M in DEFAULT move in.",
+                "storage settings; created outside the tree, CHECKed, attached; rows for M in DEFAULT move in. "
+                "Each month's materialization carries that month's own facts, also in a run over a range.",
 )
 def event_log_partitions(
     context: dg.AssetExecutionContext, config: EventLogPartitionsConfig, postgres: PostgresResource,
     backup_store: BackupStoreResource,
 ) -> dg.MaterializeResult:
-    months = _run_months(context)
+    months = run_months(context)
     with postgres.connect(purpose="event_log_partitions") as conn:
-        result = ensure_months(conn, POLICY, months, dry_run=config.dry_run, retry=config.retry(),
+        result = ensure_months(conn, POLICY, months, retry=config.retry(),
                                lock_wait_s=config.maintenance_lock_wait_s, store=backup_store.store())
-        plan_md = result.plan.to_markdown(conn)
-        if config.dry_run:
-            context.log.info("dry run: %d action(s) planned, nothing changed", len(result.plan.actions))
-            return dg.MaterializeResult(metadata={
-                "dry_run": True, "plan": dg.MetadataValue.md(plan_md), "planned_actions": len(result.plan.actions),
-            })
+        plans = {m: result.plan.for_month(m).to_markdown(conn) for m in months}
         facts = read_with_retry(
             conn, lambda c: {m: describe_month(c, POLICY, m, exact_rows=config.exact_rows) for m in months},
             what="describe months", retry=config.retry())
+    for month in months:
+        context.add_asset_metadata(md.month(facts[month], result.for_month(month), plans[month]),
+                                   partition_key=month_key(month))
     context.log.info("created %s; %d row(s) moved from DEFAULT", result.created or "nothing", result.rows_moved)
-    metadata: dict[str, Any] = {
-        "dry_run": False,
-        "created": bool(result.created),
-        "created_partitions": dg.MetadataValue.json(result.created),
-        "actions_applied": len(result.results),
-        "rows_moved_from_default": result.rows_moved,
-        "lock_wait_s": round(result.lock_wait_s, 3),
-        "lock_attempts": max((r.attempts for r in result.results), default=0),
-        "plan": dg.MetadataValue.md(plan_md),
-        **{key: dg.MetadataValue.json(lines) for key, lines in result.recovery.metadata().items()},
-    }
-    if len(months) == 1:
-        one = facts[months[0]]
-        metadata.update({
-            "partition": one["partition"],
-            "lower_bound": one["lower_bound"],
-            "upper_bound": one["upper_bound"],
-            "rows_estimate": one["rows_estimate"],
-            "total_bytes": dg.MetadataValue.int(one["total_bytes"]),
-            "indexes": dg.MetadataValue.json(one["indexes"]),
-            "storage": dg.MetadataValue.json(one["storage"]),
-        })
-        if config.exact_rows:
-            metadata["rows_exact"] = one["rows_exact"]
-    else:
-        metadata["months"] = dg.MetadataValue.md(_months_table(facts))
-        metadata["total_bytes"] = dg.MetadataValue.int(sum(f["total_bytes"] for f in facts.values()))
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=recovery_entries(result.recovery))
 
 
-def _months_table(facts: dict[date, dict[str, Any]]) -> str:
-    lines = ["| month | partition | lower | upper | rows (estimate) | bytes |", "|---|---|---|---|---|---|"]
-    for month, f in facts.items():
-        lines.append(f"| {month:%Y-%m} | {f['partition']} | {f['lower_bound']} | {f['upper_bound']} | "
-                     f"{f.get('rows_exact', f['rows_estimate'])} | {f['total_bytes']} |")
-    return "\n".join(lines)
+@dg.op(description="What event_log_partitions would do for the run's months, recorded as an observation of "
+                   "each month (with the SQL). Reads only: no materialization, no check result.")
+def plan_event_log_partitions(context: dg.OpExecutionContext, config: LockSettings,
+                              postgres: PostgresResource) -> None:
+    months = run_months(context)
+    with postgres.connect(purpose="event_log_partitions plan") as conn:
+        plan = ensure_months(conn, POLICY, months, dry_run=True, retry=config.retry()).plan
+        for month in months:
+            month_plan = plan.for_month(month)
+            context.log_event(md.plan(ASSET_KEY, month_plan, month_plan.to_markdown(conn)))
+    context.log.info("planned %d action(s) for %d month(s); nothing changed", len(plan.actions), len(months))
+
+
+@dg.job(name="event_log_partitions_plan", partitions_def=MONTHLY,
+        description="Dry run of event_log_partitions: the plan of each month as an observation; changes nothing.")
+def event_log_partitions_plan():
+    plan_event_log_partitions()
 
 
 # ---------------------------------------------------------------------------
-# Checks: the state of the database, whatever ran before
+# Checks of one month, and of the table as a whole (the state of the database, whatever ran before)
+
+MONTH_QUERY_PRUNED = dg.AssetCheckKey(ASSET_KEY, "month_query_pruned")
 
 
-def _result(outcome: CheckOutcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=outcome.passed, severity=severity, description=outcome.description,
-        metadata={k: v if isinstance(v, (int, float, str, bool)) else dg.MetadataValue.json(v)
-                  for k, v in outcome.metadata.items() if v is not None},
-    )
+@dg.multi_asset_check(
+    name="month_query_pruned",
+    specs=[dg.AssetCheckSpec(MONTH_QUERY_PRUNED.name, asset=ASSET_KEY, partitions_def=MONTHLY,
+                             description="EXPLAIN of a one-month query on event_logs touches only that "
+                                         "month's partition.")],
+    can_subset=True,  # the evaluations are yielded per month, so the check's single output is optional
+)
+def month_query_pruned(context: dg.AssetCheckExecutionContext, postgres: PostgresResource):
+    with postgres.connect(purpose="check pruning") as conn:
+        for month in run_months(context):
+            yield check_evaluation(MONTH_QUERY_PRUNED, month_key(month), check_month_pruning(conn, POLICY, month))
 
 
-def _state_check(name: str, description: str, *, blocking: bool = False):
-    return dg.asset_check(asset=ASSET_KEY, name=name, description=description, partitions_def=MONTHLY,
-                          blocking=blocking)
+@dg.asset(
+    key=TABLE_KEY,
+    group_name=GROUP,
+    kinds={"postgres"},
+    deps=[dg.AssetDep(ASSET_KEY, partition_mapping=dg.AllPartitionMapping())],
+    description="The event_logs table as a whole, as it is now: every partition that exists (bounds, rows, "
+                "bytes) and the rows in DEFAULT. Its checks are about the whole table. Read again after every "
+                "change of months (event_logs_table_sensor) and hourly (monitoring_snapshot_job).",
+)
+def event_logs_table(postgres: PostgresResource) -> dg.MaterializeResult:
+    with postgres.connect(purpose="event_logs table state") as conn:
+        state = describe_table(conn, POLICY)
+    return dg.MaterializeResult(metadata=md.table_state(state))
 
 
-@_state_check("premake_months_exist", "This month and the next `premake` months have partitions with exact bounds.")
+def _table_check(name: str, description: str, *, blocking: bool = False):
+    return dg.asset_check(asset=TABLE_KEY, name=name, description=description, blocking=blocking)
+
+
+@_table_check("premake_months_exist", "This month and the next `premake` months have partitions with exact bounds.")
 def premake_months_exist(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.connect(purpose="check premake") as conn:
-        return _result(check_months_exist(conn, POLICY, now=run_clock(context)))
+        return check_result(check_months_exist(conn, POLICY, now=run_clock(context)))
 
 
-@_state_check("default_partition_empty", "No row waits in event_logs_default (the rehoming job empties it).")
+@_table_check("default_partition_empty", "No row waits in event_logs_default (the rehoming job empties it).")
 def default_partition_empty(postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.connect(purpose="check default") as conn:
-        return _result(check_default_empty(conn, POLICY), dg.AssetCheckSeverity.WARN)
+        return check_result(check_default_empty(conn, POLICY), dg.AssetCheckSeverity.WARN)
 
 
-@_state_check("partitions_have_policy_indexes_and_storage",
+@_table_check("partitions_have_policy_indexes_and_storage",
               "Every partition, DEFAULT included, has the policy's indexes and storage settings.")
 def partitions_have_policy_indexes_and_storage(postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.connect(purpose="check indexes") as conn:
-        return _result(check_indexes_and_storage(conn, POLICY))
+        return check_result(check_indexes_and_storage(conn, POLICY))
 
 
-@_state_check("partitions_contiguous",
+@_table_check("partitions_contiguous",
               "Monthly partitions with no gap or overlap from the retention horizon to the last premade month.",
               blocking=True)
 def partitions_contiguous(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.connect(purpose="check contiguous") as conn:
-        return _result(check_contiguous(conn, POLICY, now=run_clock(context)))
+        return check_result(check_contiguous(conn, POLICY, now=run_clock(context)))
 
 
-@_state_check("month_query_pruned", "EXPLAIN of a one-month query on event_logs touches only that month's partition.")
-def month_query_pruned(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
-    with postgres.connect(purpose="check pruning") as conn:
-        outcomes = [check_month_pruning(conn, POLICY, m) for m in _run_months(context)]
-    failed = [o for o in outcomes if not o.passed]
-    return _result(failed[0] if failed else outcomes[-1])
-
-
-STATE_CHECKS = [premake_months_exist, default_partition_empty, partitions_have_policy_indexes_and_storage,
-                partitions_contiguous, month_query_pruned]
+MONTH_CHECKS = [month_query_pruned]
+TABLE_CHECKS = [premake_months_exist, default_partition_empty, partitions_have_policy_indexes_and_storage,
+                partitions_contiguous]
+STATE_CHECKS = MONTH_CHECKS + TABLE_CHECKS
 
 
 # ---------------------------------------------------------------------------
@@ -207,15 +202,23 @@ STATE_CHECKS = [premake_months_exist, default_partition_empty, partitions_have_p
 
 event_log_partitions_job = dg.define_asset_job(
     "event_log_partitions_job", selection=dg.AssetSelection.assets(ASSET_KEY),
-    description="Create/verify event_logs months (with the state checks).",
+    description="Create/verify event_logs months (each month's query-pruning check runs with it).",
+)
+event_logs_table_job = dg.define_asset_job(
+    "event_logs_table_job", selection=dg.AssetSelection.assets(TABLE_KEY),
+    description="Read the event_logs table as it is now and run the checks on the whole table.",
 )
 
-event_log_partitions_monthly_schedule = dg.build_schedule_from_partitioned_job(
-    event_log_partitions_job, name="event_log_partitions_monthly_schedule",
-    minute_of_hour=0, hour_of_day=0, day_of_month=1,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+@dg.schedule(
+    name="event_log_partitions_monthly_schedule", job=event_log_partitions_job, cron_schedule="0 0 1 * *",
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="The seed's pg_cron `0 0 1 * *` (UTC): materializes the newest month (premake months ahead).",
 )
+def event_log_partitions_monthly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    # What build_schedule_from_partitioned_job asks for, without its deprecated
+    # JobDefinition.run_request_for_partition: the last key of the window at the tick.
+    key = MONTHLY.get_partition_keys(current_time=context.scheduled_execution_time)[-1]
+    return dg.RunRequest(run_key=key, partition_key=key, tags=as_of_tags(context.scheduled_execution_time))
 
 
 def premake_window_keys(now: datetime) -> list[str]:
@@ -255,23 +258,10 @@ def rehome_default_rows_op(context: dg.OpExecutionContext, config: RehomeConfig,
                                      store=backup_store.store())
         created_facts = {r.action.month: describe_month(conn, POLICY, r.action.month) for r in result.results}
     for month, facts in created_facts.items():
-        key = f"{month:%Y-%m-%d}"
-        if MONTHLY.has_partition_key(key):  # record the month in the asset's history too
-            context.log_event(dg.AssetMaterialization(
-                asset_key=ASSET_KEY, partition=key,
-                metadata={"created_by": "DEFAULT rehoming", "partition": facts["partition"],
-                          "lower_bound": facts["lower_bound"], "upper_bound": facts["upper_bound"]}))
-    context.log_event(dg.AssetObservation(asset_key=ASSET_KEY, metadata={
-        "default_rows_before": result.default_rows_before,
-        "default_rows_after": result.default_rows_after,
-        "rows_moved": result.rows_moved,
-        "months_created": dg.MetadataValue.json(result.created),
-        "months_remaining": dg.MetadataValue.json(result.remaining_months),
-        "rows_with_null_key": result.unplaceable_rows,
-        "dry_run": result.dry_run,
-        "plan": dg.MetadataValue.md(result.plan_markdown),
-        "recovered": dg.MetadataValue.json(result.recovered),
-    }))
+        if MONTHLY.has_partition_key(month_key(month)):  # record the month in the asset's history too
+            context.log_event(dg.AssetMaterialization(asset_key=ASSET_KEY, partition=month_key(month),
+                                                      metadata=md.created_by_rehoming(facts)))
+    context.log_event(dg.AssetObservation(asset_key=ASSET_KEY, metadata=md.rehoming(result)))
     if result.conflicts:
         raise dg.Failure(description="some months could not be created: " + "; ".join(result.conflicts),
                          metadata={"rows_moved": result.rows_moved})
@@ -312,10 +302,27 @@ def event_log_default_rows_sensor(context: dg.SensorEvaluationContext, postgres:
                          tags={"cosmic_ops/default_rows": str(rows)})
 
 
+# What changes the months of event_logs: creating (and restoring) them, retiring them.
+MONTH_CHANGES = (ASSET_KEY, dg.AssetKey("event_log_retention"))
+
+
+@dg.sensor(job=event_logs_table_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="After months of event_logs were created, restored or retired, read the table again and "
+                       "run its checks: once per change, whatever the number of months it touched.")
+def event_logs_table_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    after = int(context.cursor) if context.cursor else None
+    newest = newest_materialization(context.instance, MONTH_CHANGES, after)
+    if newest is None:
+        return dg.SensorResult(skip_reason="no month of event_logs changed since the last reading")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"event-logs-table-after-{newest}")],
+                           cursor=str(newest))
+
+
 defs = dg.Definitions(
-    assets=[event_log_partitions],
+    assets=[event_log_partitions, event_logs_table],
     asset_checks=STATE_CHECKS,
-    jobs=[event_log_partitions_job, event_log_default_rehoming_job],
+    jobs=[event_log_partitions_job, event_logs_table_job, event_log_partitions_plan,
+          event_log_default_rehoming_job],
     schedules=[event_log_partitions_monthly_schedule, event_log_partitions_daily_schedule],
-    sensors=[event_log_default_rows_sensor],
+    sensors=[event_log_default_rows_sensor, event_logs_table_sensor],
 )

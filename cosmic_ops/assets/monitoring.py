@@ -1,13 +1,15 @@
 """Monitoring and routine maintenance in Dagster (SPEC §3.9, §3.11).
 
-- ``partition_sizes`` / ``partition_counts``: DataFrames of every partitioned table, shown
-  as tables, with numeric metadata the UI plots over time.
+- ``partition_sizes`` / ``partition_counts``: every partitioned table, as table metadata
+  (the assets' whole value: nothing is stored besides), with numbers the UI plots over time.
 - ``partition_threshold_sensor``: polls sizes; a partition crossing a threshold of its
   table's policy asks for one run (run_key per crossing): VACUUM (ANALYZE) for dead
   tuples, a warning event (plus the configured action) for bytes and rows.
-- ``event_log_vacuum``: VACUUM (ANALYZE) of one event_logs month; backfill a range.
+- ``event_log_vacuum``: VACUUM (ANALYZE) of one event_logs month; backfill a range (a run per month).
 - ``partitioned_parent_statistics``: ANALYZE of every partitioned parent, after
   structural changes (sensor) and nightly (schedule).
+- ``event_log_vacuum_plan`` / ``partitioned_parent_statistics_plan``: their plans as
+  observations; they change nothing and record no materialization.
 Maintenance takes the Dagster pool ``MAINTENANCE_POOL`` and, in the database, the
 table (``recovery.table_maintenance``: the lock scope of the root of its partition tree,
 then the repair of what an interrupted job left, which needs the backup store).
@@ -17,25 +19,25 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Callable, Literal, Sequence
 
 import dagster as dg
-import pandas as pd
 import psycopg
 from pydantic import Field
 
 from .. import db, monitoring
-from ..monitoring.maintenance import ActionResult, MaintenanceAction
+from ..monitoring.maintenance import MaintenanceAction
 from ..backups.policy import RetentionPolicy
 from ..partitions.catalog import partition_for_month
 from ..resources import PostgresResource
 from ..resources.backup_store import BackupStoreResource
 from ..retention import attached_past_retention
-from .common import MAINTENANCE_POOL, MONTHLY, PlainIdentifier, month_of, parsed_by, run_clock
+from .common import MAINTENANCE_POOL, MONTHLY, PlainIdentifier, month_of, newest_materialization, parsed_by, run_clock
+from .metadata import monitoring as md
+from .metadata import plan_observation
+from .metadata.monitoring import TABLE_METADATA_ROWS
 
 GROUP = "monitoring"
 POLICY = monitoring.load_policy()
-# At most this many rows go into table metadata (the UI stays responsive); the full
-# frame is the asset's value.
-TABLE_METADATA_ROWS = 200
 STRUCTURAL_ASSETS = ("event_log_partitions", "event_log_retention", "destroyed_bodies_archive")
+EVENT_LOGS_TABLE = dg.AssetKey("event_logs_table")
 VACUUM_OP = "vacuum_partitions"
 
 
@@ -43,70 +45,32 @@ VACUUM_OP = "vacuum_partitions"
 # Sizes and counts
 
 
-def _table_metadata(frame: pd.DataFrame) -> dg.TableMetadataValue:
-    shown = frame.head(TABLE_METADATA_ROWS)
-    types = {"int64": "int", "float64": "float", "bool": "bool"}
-    columns = [dg.TableColumn(name, types.get(str(dtype), "string")) for name, dtype in shown.dtypes.items()]
-    records = [
-        dg.TableRecord({k: (None if pd.isna(v) else v if isinstance(v, (int, float, str, bool)) else str(v))
-                        for k, v in row.items()})
-        for row in shown.astype(object).to_dict("records")
-    ]
-    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
-
-
-def sizes_metadata(sizes: pd.DataFrame) -> dict[str, Any]:
-    largest = sizes.iloc[0] if len(sizes) else None
-    per_root = sizes.groupby("root_table")["total_bytes"].sum().sort_values(ascending=False)
-    return {
-        "leaf_partitions": len(sizes),
-        "total_bytes": int(sizes["total_bytes"].sum()),
-        "largest_partition_bytes": int(largest["total_bytes"]) if largest is not None else 0,
-        "largest_partition": f"{largest['schema_name']}.{largest['table_name']}" if largest is not None else "",
-        "dead_tuples": int(sizes["dead_tuples"].sum()),
-        "max_dead_tuple_ratio": float(sizes["dead_tuple_ratio"].max()) if len(sizes) else 0.0,
-        **{f"total_bytes/{root}": int(total) for root, total in per_root.head(10).items()},
-        "partitions": _table_metadata(sizes),
-        "bytes_by_table": dg.MetadataValue.md(per_root.rename("total_bytes").to_frame().to_markdown()),
-    }
-
-
 @dg.asset(
     group_name=GROUP,
-    kinds={"postgres", "pandas"},
+    kinds={"postgres"},
     deps=["cosmic_schema"],
     description="Per leaf partition of every partitioned table: total/table/index bytes, live and "
-                "dead tuples, dead-tuple ratio, last (auto)vacuum/analyze (view partition_sizes).",
+                "dead tuples, dead-tuple ratio, last (auto)vacuum/analyze (view partition_sizes), "
+                f"as table metadata (the {TABLE_METADATA_ROWS} largest) with totals plotted over time.",
 )
-def partition_sizes(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.Output[pd.DataFrame]:
+def partition_sizes(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
     with postgres.connect(purpose="partition_sizes") as conn:
         sizes = monitoring.read_partition_sizes(conn)
     context.log.info("%d leaf partitions, %d bytes in all", len(sizes), int(sizes["total_bytes"].sum()))
-    return dg.Output(sizes, metadata=sizes_metadata(sizes))
+    return dg.MaterializeResult(metadata=md.sizes(sizes))
 
 
 @dg.asset(
     group_name=GROUP,
-    kinds={"postgres", "pandas"},
+    kinds={"postgres"},
     deps=["cosmic_schema"],
     description="Per partitioned table: strategy, partition count, DEFAULT partitions, oldest and "
-                "newest partition by bound (view partition_counts).",
+                "newest partition by bound (view partition_counts), as table metadata.",
 )
-def partition_counts(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.Output[pd.DataFrame]:
+def partition_counts(postgres: PostgresResource) -> dg.MaterializeResult:
     with postgres.connect(purpose="partition_counts") as conn:
         counts = monitoring.read_partition_counts(conn)
-    per_table = {
-        f"partitions/{schema}.{parent}": int(count)
-        for schema, parent, count in counts[["schema_name", "parent_table", "partition_count"]].head(20)
-        .itertuples(index=False)
-    }
-    return dg.Output(counts, metadata={
-        "partitioned_tables": len(counts),
-        "partitions": int(counts["partition_count"].sum()),
-        "default_partitions": int(counts["default_partitions"].sum()),
-        **per_table,
-        "tables": _table_metadata(counts),
-    })
+    return dg.MaterializeResult(metadata=md.counts(counts))
 
 
 # ---------------------------------------------------------------------------
@@ -114,7 +78,6 @@ def partition_counts(context: dg.AssetExecutionContext, postgres: PostgresResour
 
 
 class MaintenanceRunConfig(dg.Config):
-    dry_run: bool = Field(default=False, description="show the plan as metadata, change nothing")
     lock_wait: Annotated[str, parsed_by(monitoring.parse_duration)] = Field(
         default="0 s", description="how long to wait for another maintenance run's lock, e.g. '10 min'")
 
@@ -124,6 +87,7 @@ class VacuumConfig(MaintenanceRunConfig):
 
 
 class VacuumPartitionsConfig(MaintenanceRunConfig):
+    dry_run: bool = Field(default=False, description="show the plan as the step's metadata, change nothing")
     schema_name: PlainIdentifier = "public"
     tables: list[PlainIdentifier] = Field(min_length=1, description="leaf tables of schema_name to maintain")
     mode: Literal[monitoring.maintenance.KINDS] = Field(default="vacuum_analyze",
@@ -136,41 +100,37 @@ def run_maintenance(
     config: MaintenanceRunConfig,
     plan: Callable[[psycopg.Connection], Sequence[MaintenanceAction]],
     backup_store: BackupStoreResource,
+    *,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Plan on an autocommit session, then (unless dry run) apply under the tables' maintenance
+    """Plan on an autocommit session, then (unless ``dry_run``) apply under the tables' maintenance
     locks. A busy lock fails the run with the holder's name: it never passes as success."""
     lock_wait_s = monitoring.parse_duration(config.lock_wait)
     with postgres.connect(autocommit=True, purpose=f"maintenance run {context.run.run_id[:8]}") as conn:
         actions = plan(conn)
         metadata: dict[str, Any] = {
             "plan": dg.MetadataValue.md(monitoring.plan_markdown(conn, actions)),
-            "dry_run": config.dry_run,
+            "dry_run": dry_run,
             "lock_scopes": dg.MetadataValue.json(sorted({a.lock_scope for a in actions})),
         }
-        if config.dry_run:
+        if dry_run:
             return metadata
         try:
             results = monitoring.apply(conn, actions, lock_wait_s=lock_wait_s, log=context.log.info,
                                        store=backup_store.store())
         except db.MaintenanceLockBusy as busy:
             raise dg.Failure(description=str(busy), metadata=metadata) from None
-    return {**metadata, **_results_metadata(results)}
+    return {**metadata, **md.maintenance(results)}
 
 
-def _results_metadata(results: Sequence[ActionResult]) -> dict[str, Any]:
-    rows = [
-        {"sql": r.sql_text, "seconds": round(r.seconds, 3), "attempts": r.attempts,
-         "dead_tuples_before": r.dead_tuples_before, "dead_tuples_after": r.dead_tuples_after,
-         "live_tuples_after": r.live_tuples_after}
-        for r in results
-    ]
-    return {
-        "statements": len(results),
-        "dead_tuples_before": sum(r.dead_tuples_before for r in results),
-        "dead_tuples_after": sum(r.dead_tuples_after for r in results),
-        "seconds": round(sum(r.seconds for r in results), 3),
-        "results": dg.MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False) if rows else "nothing to do"),
-    }
+def record_plan(context: dg.OpExecutionContext, postgres: PostgresResource, asset_key: dg.AssetKey,
+                partition: str | None, plan: Callable[[psycopg.Connection], Sequence[MaintenanceAction]]) -> None:
+    """A maintenance plan as an observation of ``asset_key`` (and ``partition``); reads only."""
+    with postgres.connect(autocommit=True, purpose=f"maintenance plan {context.run.run_id[:8]}") as conn:
+        actions = plan(conn)
+        context.log_event(plan_observation(asset_key, partition, monitoring.plan_markdown(conn, actions),
+                                           statements=len(actions),
+                                           lock_scopes=sorted({a.lock_scope for a in actions})))
 
 
 @dg.op(name=VACUUM_OP, pool=MAINTENANCE_POOL, description="VACUUM/ANALYZE of named leaf tables")
@@ -183,7 +143,8 @@ def vacuum_partitions(context: dg.OpExecutionContext, config: VacuumPartitionsCo
             return monitoring.plan_analyze(conn, relations)
         return monitoring.plan_vacuum(conn, relations, analyze=config.mode == "vacuum_analyze")
 
-    return dg.Output(None, metadata=run_maintenance(context, postgres, config, plan, backup_store))
+    return dg.Output(None, metadata=run_maintenance(context, postgres, config, plan, backup_store,
+                                                   dry_run=config.dry_run))
 
 
 @dg.job(
@@ -206,17 +167,33 @@ def vacuum_partition_job():
 def event_log_vacuum(context: dg.AssetExecutionContext, config: VacuumConfig,
                      postgres: PostgresResource, backup_store: BackupStoreResource) -> dg.MaterializeResult:
     month = month_of(context.partition_key)
+    metadata = run_maintenance(context, postgres, config, _month_vacuum(month, config.analyze), backup_store)
+    return dg.MaterializeResult(metadata={"month": f"{month:%Y-%m}", **metadata})
 
+
+def _month_vacuum(month, analyze: bool) -> Callable[[psycopg.Connection], list[MaintenanceAction]]:
     def plan(conn: psycopg.Connection) -> list[MaintenanceAction]:
         partition = partition_for_month(conn, "event_logs", month)
         if partition is None:
             raise dg.Failure(
                 f"event_logs has no partition for {month:%Y-%m}: materialize event_log_partitions "
-                f"{context.partition_key} first; nothing was vacuumed")
-        return monitoring.plan_vacuum(conn, [partition.qualified], analyze=config.analyze)
+                f"{month:%Y-%m}-01 first; nothing was vacuumed")
+        return monitoring.plan_vacuum(conn, [partition.qualified], analyze=analyze)
 
-    metadata = run_maintenance(context, postgres, config, plan, backup_store)
-    return dg.MaterializeResult(metadata={"month": f"{month:%Y-%m}", **metadata})
+    return plan
+
+
+@dg.op(description="The VACUUM event_log_vacuum would run for the month, recorded as an observation of the "
+                   "month. Reads only: no materialization.")
+def plan_event_log_vacuum(context: dg.OpExecutionContext, config: VacuumConfig, postgres: PostgresResource) -> None:
+    record_plan(context, postgres, event_log_vacuum.key, context.partition_key,
+                _month_vacuum(month_of(context.partition_key), config.analyze))
+
+
+@dg.job(name="event_log_vacuum_plan", partitions_def=MONTHLY,
+        description="Dry run of event_log_vacuum: the month's VACUUM as an observation; changes nothing.")
+def event_log_vacuum_plan():
+    plan_event_log_vacuum()
 
 
 @dg.asset(
@@ -230,14 +207,28 @@ def event_log_vacuum(context: dg.AssetExecutionContext, config: VacuumConfig,
 def partitioned_parent_statistics(context: dg.AssetExecutionContext, config: MaintenanceRunConfig,
                                   postgres: PostgresResource, backup_store: BackupStoreResource
                                   ) -> dg.MaterializeResult:
-    def plan(conn: psycopg.Connection) -> list[MaintenanceAction]:
-        return monitoring.plan_analyze(conn, monitoring.partitioned_roots(conn))
+    return dg.MaterializeResult(metadata=run_maintenance(context, postgres, config, _analyze_parents, backup_store))
 
-    return dg.MaterializeResult(metadata=run_maintenance(context, postgres, config, plan, backup_store))
+
+def _analyze_parents(conn: psycopg.Connection) -> list[MaintenanceAction]:
+    return monitoring.plan_analyze(conn, monitoring.partitioned_roots(conn))
+
+
+@dg.op(description="The ANALYZE statements partitioned_parent_statistics would run, recorded as an observation. "
+                   "Reads only: no materialization.")
+def plan_partitioned_parent_statistics(context: dg.OpExecutionContext, postgres: PostgresResource) -> None:
+    record_plan(context, postgres, partitioned_parent_statistics.key, None, _analyze_parents)
+
+
+@dg.job(name="partitioned_parent_statistics_plan",
+        description="Dry run of partitioned_parent_statistics: its ANALYZE statements as an observation.")
+def partitioned_parent_statistics_plan():
+    plan_partitioned_parent_statistics()
 
 
 monitoring_snapshot_job = dg.define_asset_job(
-    "monitoring_snapshot_job", selection=[partition_sizes, partition_counts],
+    "monitoring_snapshot_job",
+    selection=dg.AssetSelection.assets(partition_sizes, partition_counts, EVENT_LOGS_TABLE),
     executor_def=dg.in_process_executor,
 )
 parent_statistics_job = dg.define_asset_job(
@@ -252,7 +243,8 @@ event_log_vacuum_job = dg.define_asset_job(
 monitoring_snapshot_schedule = dg.ScheduleDefinition(
     name="monitoring_snapshot_schedule", job=monitoring_snapshot_job, cron_schedule="5 * * * *",
     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="partition_sizes and partition_counts every hour at :05 (UTC), for the plots.",
+    description="partition_sizes, partition_counts and event_logs_table (with their checks) every hour at :05 "
+                "(UTC), for the plots.",
 )
 parent_statistics_schedule = dg.ScheduleDefinition(
     name="parent_statistics_schedule", job=parent_statistics_job, cron_schedule="30 4 * * *",
@@ -330,14 +322,10 @@ partition_threshold_sensor = build_partition_threshold_sensor(POLICY)
     description="After event_logs partitions are created, retired or archived, ANALYZE the parents.",
 )
 def structural_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    # Materializations only: plans (dry runs) are observations and change nothing.
     after = int(context.cursor) if context.cursor else None
-    newest = after
-    for key in STRUCTURAL_ASSETS:
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), after_storage_id=after), limit=1).records
-        if records:
-            newest = max(newest or 0, records[0].storage_id)
-    if newest == after:
+    newest = newest_materialization(context.instance, STRUCTURAL_ASSETS, after)
+    if newest is None:
         return dg.SensorResult(skip_reason="no structural change since the last ANALYZE request")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"analyze-parents-after-{newest}")], cursor=str(newest))
@@ -368,7 +356,8 @@ def nothing_attached_past_retention(context: dg.AssetCheckExecutionContext,
 defs = dg.Definitions(
     asset_checks=[nothing_attached_past_retention],
     assets=[partition_sizes, partition_counts, event_log_vacuum, partitioned_parent_statistics],
-    jobs=[vacuum_partition_job, monitoring_snapshot_job, parent_statistics_job, event_log_vacuum_job],
+    jobs=[vacuum_partition_job, monitoring_snapshot_job, parent_statistics_job, event_log_vacuum_job,
+          event_log_vacuum_plan, partitioned_parent_statistics_plan],
     schedules=[monitoring_snapshot_schedule, parent_statistics_schedule],
     sensors=[partition_threshold_sensor, structural_change_sensor],
 )

@@ -44,7 +44,7 @@ class ResplitConfig(LockSettings):
                          description="target modulus: a multiple of every modulus the table has (4 -> 8, 8 -> 16)")
     remainders: Optional[list[int]] = Field(
         default=None, description="old partitions to split, by their remainder; default all below the target")
-    batch_rows: int = Field(default=10_000, ge=100, le=1_000_000, description="rows per copy batch")
+    batch_rows: int = Field(default=10_000, ge=100, le=1_000_000, description="at most this many rows per copy batch (each is sized to take about 50 ms)")
 
     @property
     def qualified(self) -> str:
@@ -123,7 +123,6 @@ class DropKeptConfig(LockSettings):
     table: PlainIdentifier = Field(default="celestial_bodies_planets")
     keep_for: Annotated[str, parsed_by(parse_duration)] = Field(
         default="0 days", description="how long an old partition stays after its swap (\"7 days\")")
-    dry_run: bool = False
 
     def keep(self) -> timedelta:
         return timedelta(seconds=parse_duration(self.keep_for))
@@ -137,12 +136,32 @@ def hash_resplit_old_partitions(context: dg.AssetExecutionContext, config: DropK
     with postgres.connect(purpose="drop re-split leftovers") as conn:
         dropped = drop_kept_partitions(conn, f"{config.schema_name}.{config.table}",
                                        swapped_before=now - config.keep() if config.keep() else None,
-                                       dry_run=config.dry_run,
                                        retry=config.retry(), lock_wait_s=config.maintenance_lock_wait_s)
-    return dg.MaterializeResult(metadata={
-        "as_of": now.isoformat(), "keep_for": config.keep_for, "dry_run": config.dry_run,
-        "dropped" if not config.dry_run else "would_drop": dg.MetadataValue.json(
-            [{"table": k.name, "was": k.source_name, "rows": k.rows, "move_id": k.move_id} for k in dropped])})
+    return dg.MaterializeResult(metadata={"as_of": now.isoformat(), "keep_for": config.keep_for,
+                                          "dropped": _kept(dropped)})
+
+
+def _kept(kept) -> dg.MetadataValue:
+    return dg.MetadataValue.json([{"table": k.name, "was": k.source_name, "rows": k.rows, "move_id": k.move_id}
+                                  for k in kept])
+
+
+@dg.op(description="The kept old partitions hash_resplit_old_partitions would drop, recorded as an observation. "
+                   "Reads only: no materialization.")
+def plan_hash_resplit_old_partitions(context: dg.OpExecutionContext, config: DropKeptConfig,
+                                     postgres: PostgresResource) -> None:
+    now = run_clock(context)
+    with postgres.connect(purpose="plan drop of re-split leftovers") as conn:
+        due = drop_kept_partitions(conn, f"{config.schema_name}.{config.table}",
+                                   swapped_before=now - config.keep() if config.keep() else None, dry_run=True)
+    context.log_event(dg.AssetObservation(
+        asset_key=hash_resplit_old_partitions.key, description="plan only: nothing was changed",
+        metadata={"as_of": now.isoformat(), "keep_for": config.keep_for, "would_drop": _kept(due)}))
+
+
+@dg.job(description="Dry run of hash_resplit_old_partitions: the partitions it would drop, as an observation.")
+def hash_resplit_old_partitions_plan():
+    plan_hash_resplit_old_partitions()
 
 
 hash_resplit_job = dg.define_asset_job(
@@ -163,6 +182,6 @@ def hash_resplit_cleanup_schedule(context: dg.ScheduleEvaluationContext) -> dg.R
 defs = dg.Definitions(
     assets=[hash_resplit, hash_resplit_old_partitions],
     asset_checks=[hash_resplit_verified],
-    jobs=[hash_resplit_plan_job, hash_resplit_job, hash_resplit_cleanup_job],
+    jobs=[hash_resplit_plan_job, hash_resplit_job, hash_resplit_cleanup_job, hash_resplit_old_partitions_plan],
     schedules=[hash_resplit_cleanup_schedule],
 )

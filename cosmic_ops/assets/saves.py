@@ -1,4 +1,5 @@
-"""``compressed_saves``: monthly packing of inactive saves, its checks, the rehydrate job, nightly schedule."""
+"""``compressed_saves``: monthly packing of inactive saves and its checks (both recorded per month,
+also in a run over several months), the plan job, the rehydrate job and the nightly schedule."""
 
 from typing import Annotated, Literal, Optional
 
@@ -12,11 +13,18 @@ from ..lifecycle.saves import (
 )
 from ..lifecycle.policy import MonthScope
 from ..resources import PostgresResource
+from ..timeutil import month_bounds_utc
 from .archive import nightly_schedule, partition_months
-from .common import LIFECYCLE_ASSET_ARGS, MONTHLY, parsed_by, run_clock
+from .common import (
+    LIFECYCLE_ASSET_ARGS, LIFECYCLE_KINDS, MONTHS_TO_DATE, month_key, parsed_by, run_clock, run_months,
+)
+from .metadata import check_evaluation
+from .metadata import lifecycle as md
 
 ASSET_KEY = "compressed_saves"
 CHECKSUM_SAMPLE = 50
+NO_SAVE_WITH_BOTH = dg.AssetCheckKey(dg.AssetKey(ASSET_KEY), "no_save_has_rows_and_compressed_state")
+CHECKSUMS_MATCH = dg.AssetCheckKey(dg.AssetKey(ASSET_KEY), "compressed_saves_checksums_match")
 
 
 class CompressConfig(dg.Config):
@@ -31,7 +39,6 @@ class CompressConfig(dg.Config):
                                                                         "batch took (1.0: busy at most half the time)")
     workers: int = Field(default=DEFAULT_WORKERS, ge=1, le=64,
                          description="worker processes packing batches side by side, each with its own session")
-    dry_run: bool = Field(default=False, description="report the saves that would be packed, change nothing")
 
     @model_validator(mode="after")
     def _level_fits_the_codec(self) -> "CompressConfig":
@@ -47,6 +54,7 @@ class CompressConfig(dg.Config):
 
 @dg.asset(
     key=ASSET_KEY,
+    kinds=LIFECYCLE_KINDS,
     **LIFECYCLE_ASSET_ARGS,
     description="Inactive saves of the month (by game_saves.updated_at) packed into compressed_state: rows "
                 "taken with COPY (DELETE ... RETURNING) in PostgreSQL's binary form, packed column by column, "
@@ -56,60 +64,61 @@ def compressed_saves(context: dg.AssetExecutionContext, config: CompressConfig,
                      postgres: PostgresResource) -> dg.MaterializeResult:
     month, through = partition_months(context)
     policy = config.policy()
-    now = run_clock(context)
     with postgres.connect(purpose="compress-saves") as conn:
-        if config.dry_run:
-            scope = MonthScope.of(month, policy.inactive_for, now, through=through)
-            due = select_candidates(conn, scope)
-            plan = (f"**pack saves** updated in {scope.describe()}: {len(due)} saves, "
-                    f"{policy.throttle.batch_size} per transaction, codec {policy.codec.name} level {policy.codec.level}")
-            return dg.MaterializeResult(metadata={"dry_run": True, "saves_to_pack": len(due),
-                                                  "plan": dg.MetadataValue.md(plan)})
         report = compress_inactive_saves(
-            conn, month, policy, now=now, progress=context.log.info, through=through,
+            conn, month, policy, now=run_clock(context), progress=context.log.info, through=through,
             worker_sessions=postgres.session_spec("compress-saves-worker"))
-    log = report.log
-    context.log.info("packed %d saves of %s (%d rows, %.2fx)", log.moved, month, report.rows_folded, report.ratio)
-    return dg.MaterializeResult(metadata={
-        "saves": log.moved,
-        "rows_folded": report.rows_folded,
-        "bytes_before": report.bytes_before,
-        "bytes_after": report.bytes_after,
-        "ratio": round(report.ratio, 3),
-        "saves_per_s": round(log.per_s, 1),
-        "batches": log.batches,
-        "longest_batch_s": round(log.longest_batch_s, 4),
-        "skipped_changed": report.skipped_changed,
-        "saves_remaining": report.saves_remaining,
-        "codec": f"{policy.codec.name}-{policy.codec.level}",
-        "workers": policy.workers,
-        "scope": report.scope.describe(),
-    })
+    context.log.info("packed %d saves of %s (%d rows, %.2fx)", report.log.moved, md.months_label(report.scope),
+                     report.rows_folded, report.ratio)
+    for part in report.scope.by_month():
+        context.add_asset_metadata(md.saves_month(part, report.month(part.month)), partition_key=month_key(part.month))
+    return dg.MaterializeResult(metadata=md.saves_run(report, f"{policy.codec.name}-{policy.codec.level}",
+                                                      policy.workers))
 
 
-@dg.asset_check(asset=ASSET_KEY, partitions_def=MONTHLY, name="no_save_has_rows_and_compressed_state",
-                description="No save of the month holds both live rows and a compressed state.")
-def no_save_has_rows_and_compressed_state(context: dg.AssetCheckExecutionContext,
-                                          postgres: PostgresResource) -> dg.AssetCheckResult:
-    lower, upper = (context.partition_time_window.start, context.partition_time_window.end)
+@dg.op(description="The saves compressed_saves would pack in each month of the run, recorded as an observation "
+                   "of the month. Reads only: no materialization, no check result.")
+def plan_compressed_saves(context: dg.OpExecutionContext, config: CompressConfig, postgres: PostgresResource) -> None:
+    policy, now = config.policy(), run_clock(context)
+    with postgres.connect(purpose="compress-saves plan") as conn:
+        for month in run_months(context):
+            scope = MonthScope.of(month, policy.inactive_for, now)
+            context.log_event(md.saves_plan(dg.AssetKey(ASSET_KEY), month_key(month), scope,
+                                            select_candidates(conn, scope), policy.throttle.batch_size,
+                                            f"{policy.codec.name} level {policy.codec.level}"))
+
+
+@dg.job(name="compressed_saves_plan", partitions_def=MONTHS_TO_DATE,
+        description="Dry run of compressed_saves: each month's due saves as an observation; changes nothing.")
+def compressed_saves_plan():
+    plan_compressed_saves()
+
+
+def _month_check(key: dg.AssetCheckKey, description: str):
+    # Evaluated month by month and yielded per month (a check result cannot name its month),
+    # so the check's single output is optional.
+    return dg.multi_asset_check(name=key.name, can_subset=True, specs=[dg.AssetCheckSpec(
+        key.name, asset=key.asset_key, partitions_def=MONTHS_TO_DATE, description=description)])
+
+
+@_month_check(NO_SAVE_WITH_BOTH, "No save of the month holds both live rows and a compressed state.")
+def no_save_has_rows_and_compressed_state(context: dg.AssetCheckExecutionContext, postgres: PostgresResource):
     with postgres.connect(purpose="check-saves") as conn:
-        both = saves_with_rows_and_state(conn, lower, upper)
-    return dg.AssetCheckResult(passed=not both, metadata={"saves_with_both": len(both),
-                                                          "examples": dg.MetadataValue.json(both[:20])})
+        for month in run_months(context):
+            lower, upper = month_bounds_utc(month)
+            yield check_evaluation(NO_SAVE_WITH_BOTH, month_key(month),
+                                   md.saves_with_both(month, saves_with_rows_and_state(conn, lower, upper)))
 
 
-@dg.asset_check(asset=ASSET_KEY, partitions_def=MONTHLY, name="compressed_saves_checksums_match",
-                description=f"A sample (up to {CHECKSUM_SAMPLE}) of the month's packed saves decompress to "
-                            "their stored checksum and row counts.")
-def compressed_saves_checksums_match(context: dg.AssetCheckExecutionContext,
-                                     postgres: PostgresResource) -> dg.AssetCheckResult:
-    lower, upper = (context.partition_time_window.start, context.partition_time_window.end)
+@_month_check(CHECKSUMS_MATCH, f"A sample (up to {CHECKSUM_SAMPLE}) of the month's packed saves decompress to "
+                               "their stored checksum and row counts.")
+def compressed_saves_checksums_match(context: dg.AssetCheckExecutionContext, postgres: PostgresResource):
     with postgres.connect(purpose="check-saves") as conn:
-        sample, total = sample_packed_saves(conn, lower, upper, CHECKSUM_SAMPLE)
-        problems = verify_packed_saves(conn, sample)
-    return dg.AssetCheckResult(passed=not problems, metadata={
-        "sample_size": len(sample), "packed_saves": total, "failed": len(problems),
-        "problems": dg.MetadataValue.json({str(k): v for k, v in list(problems.items())[:20]})})
+        for month in run_months(context):
+            lower, upper = month_bounds_utc(month)
+            sample, total = sample_packed_saves(conn, lower, upper, CHECKSUM_SAMPLE)
+            yield check_evaluation(CHECKSUMS_MATCH, month_key(month),
+                                   md.checksums(month, sample, total, verify_packed_saves(conn, sample)))
 
 
 compress_job = dg.define_asset_job("compressed_saves_job", selection=[ASSET_KEY])
@@ -150,6 +159,6 @@ def rehydrate_job():
 defs = dg.Definitions(
     assets=[compressed_saves],
     asset_checks=[no_save_has_rows_and_compressed_state, compressed_saves_checksums_match],
-    jobs=[compress_job, rehydrate_job],
+    jobs=[compress_job, compressed_saves_plan, rehydrate_job],
     schedules=[compressed_saves_nightly],
 )

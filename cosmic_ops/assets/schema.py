@@ -37,4 +37,9 @@ def cosmic_schema(context: dg.AssetExecutionContext, postgres: PostgresResource)
     )
 
 
-defs = dg.Definitions(assets=[cosmic_schema])
+cosmic_schema_job = dg.define_asset_job(
+    "cosmic_schema_job", selection=dg.AssetSelection.assets(cosmic_schema),
+    description="Create or migrate the managed database's schema (what `cosmic-ops dev` runs first).",
+)
+
+defs = dg.Definitions(assets=[cosmic_schema], jobs=[cosmic_schema_job])

@@ -1,21 +1,37 @@
 """Backups of the managed database: per-month dumps, full parallel dumps, verification
-by scratch restore, restore of a month, PITR readiness. Plain Python over psycopg."""
+by scratch restore, restore of a month, PITR readiness. Plain Python over psycopg.
 
-from ..fingerprint import Fingerprint, fingerprint, table_columns
-from .full import FullBackupResult, full_backup, verify_full_backup
-from .month import BackupResult, NoPartitionToBackUp, backup_month
-from .pitr import PitrReport, pitr_readiness
-from .policy import PolicyError, RetentionPolicy, parse_retention_months
-from .restore import RestoreRefused, RestoreResult, newest_proven_generation, restore_month
-from .store import BackupStore, BackupStoreError, Generation, Manifest, Verification
-from .tools import PgClient, PgClientNotFound, PgToolFailed, client_for, find_client
-from .verify import verify_month_backup
+Names load on first use (PEP 562): every job takes its tables through ``recovery``, which
+needs only the store, so importing ``cosmic_ops.backups.store`` must not import the dump,
+restore and verification modules (which themselves use the partition code).
+"""
 
-__all__ = [
-    "BackupResult", "BackupStore", "BackupStoreError", "Fingerprint", "FullBackupResult", "Generation",
-    "Manifest", "NoPartitionToBackUp", "PgClient", "PgClientNotFound", "PgToolFailed", "PitrReport",
-    "PolicyError", "RestoreRefused", "RestoreResult", "RetentionPolicy", "Verification", "backup_month",
-    "client_for", "find_client", "fingerprint", "full_backup", "newest_proven_generation",
-    "parse_retention_months", "pitr_readiness", "restore_month", "table_columns", "verify_full_backup",
-    "verify_month_backup",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Fingerprint": "..fingerprint", "fingerprint": "..fingerprint", "table_columns": "..fingerprint",
+    "FullBackupResult": ".full", "full_backup": ".full", "verify_full_backup": ".full",
+    "BackupResult": ".month", "NoPartitionToBackUp": ".month", "backup_month": ".month",
+    "PitrReport": ".pitr", "pitr_readiness": ".pitr",
+    "PolicyError": ".policy", "RetentionPolicy": ".policy", "parse_retention_months": ".policy",
+    "RestoreRefused": ".restore", "RestoreResult": ".restore", "newest_proven_generation": ".restore",
+    "restore_month": ".restore",
+    "BackupStore": ".store", "BackupStoreError": ".store", "Generation": ".store", "Manifest": ".store",
+    "Verification": ".store",
+    "PgClient": ".tools", "PgClientNotFound": ".tools", "PgToolFailed": ".tools", "client_for": ".tools",
+    "find_client": ".tools",
+    "verify_month_backup": ".verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

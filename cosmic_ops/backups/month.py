@@ -51,6 +51,10 @@ class BackupResult:
         return (m.bytes / 1e6) / m.seconds if m.seconds else 0.0
 
 
+def _iso(bound) -> str | None:
+    return bound.isoformat() if bound is not None else None
+
+
 def pattern(schema: str, name: str) -> str:
     """An exact pg_dump ``-t`` pattern: inside double quotes nothing is a wildcard."""
     def quote(part: str) -> str:
@@ -152,7 +156,8 @@ def backup_month(
                 server_version_num=conn.info.server_version, client=client.describe(),
                 table=parent, partition=f"{partition.schema}.{partition.name}",
                 partition_schema=partition.schema, partition_name=partition.name,
-                month=month.isoformat(), rows=counted.rows, row_checksum=counted.checksum,
+                month=month.isoformat(), lower_bound=_iso(partition.lower), upper_bound=_iso(partition.upper),
+                rows=counted.rows, row_checksum=counted.checksum,
                 columns=columns, reloptions=tuple(reloptions),
             )
             store.write_manifest(staging, manifest)

@@ -18,8 +18,9 @@ import psycopg
 from psycopg import sql
 
 from .. import db, recovery
+from ..partitions import attach_month_table, policy_for
 from ..partitions.catalog import partition_for_month
-from ..timeutil import month_bounds_utc, month_start
+from ..timeutil import month_start
 from ..fingerprint import fingerprint
 from .scratch import stream_table_data
 from .store import BackupStore, Generation
@@ -64,35 +65,17 @@ def _relation(conn: psycopg.Connection, schema: str, name: str) -> Optional[tupl
     ).fetchone()
 
 
-def partition_key_column(conn: psycopg.Connection, parent: str) -> str:
-    row = conn.execute(
-        "SELECT a.attname FROM pg_partitioned_table pt JOIN pg_attribute a "
-        "ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] WHERE pt.partrelid = %s::regclass",
-        (parent,),
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"{parent} is not a partitioned table")
-    return row[0]
-
-
-def attach_month(conn: psycopg.Connection, parent: str, schema: str, name: str, month: date,
-                 *, policy: db.RetryPolicy = db.RetryPolicy()) -> None:
-    """ATTACH a standalone table as ``parent``'s partition for ``month``, with a CHECK on
-    the bounds added first so ATTACH does not scan under its ACCESS EXCLUSIVE lock."""
-    lower, upper = month_bounds_utc(month)
-    key = sql.Identifier(partition_key_column(conn, parent))
-    table = sql.Identifier(schema, name)
-    constraint = sql.Identifier(f"{name[:40]}_attach_bounds")
-    parent_id = qualified_name(conn, parent)
-    conn.commit()
-    db.run_ddl(conn, [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
-        table, constraint, key, sql.Literal(lower), key, sql.Literal(upper))],
-        what=f"bounds check on {schema}.{name}", policy=policy)
-    db.run_ddl(conn, [
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-            parent_id, table, sql.Literal(lower), sql.Literal(upper)),
-        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, constraint),
-    ], what=f"attach {schema}.{name} to {parent}", policy=policy)
+def _record(store: BackupStore, database: str, parent: str, month: date, generation: Generation, table: str,
+            attached: bool, rows: int, resumed: bool) -> None:
+    """The restore, in the month's record in the store (the ledger reads it), with the retirement
+    it undid as the journal said then: a later retirement of the month overwrites the journal."""
+    journal = store.read_retirement(database, parent, month)
+    store.record_restore(database, parent, month, {
+        "generation": generation.name, "sha256": generation.manifest.sha256, "rows": rows, "table": table,
+        "attached": attached, "resumed": resumed,
+        "retirement": {k: journal.get(k) for k in ("state", "updated_at", "action", "rows", "backup_generation",
+                                                   "archived_as")} if journal else None,
+    })
 
 
 def restore_month(
@@ -159,9 +142,11 @@ def restore_month(
                           policy=policy)
             counted = proof["counted"]
         if as_partition:
-            attach_month(conn, parent, target_schema, target_name, month, policy=policy)
+            attach_month_table(conn, policy_for(conn, parent), target_schema, target_name, month, policy)
         elif not conn.autocommit:
             conn.commit()
+        _record(store, conn.info.dbname, parent, month, generation, f"{target_schema}.{target_name}",
+                as_partition, counted.rows, resumed)
     return RestoreResult(
         schema=target_schema, table=target_name, attached=as_partition, rows=counted.rows,
         row_checksum=counted.checksum, generation=generation.name, resumed=resumed,

@@ -4,6 +4,7 @@ Layout under the root::
 
     <database>/<table>/<YYYY-MM>/<generation>/manifest.json, <file>, verification.json
     <database>/<table>/<YYYY-MM>/retirement.json        (retention journal)
+    <database>/<table>/<YYYY-MM>/restores.json          (every restore of the month, oldest first)
     <database>/full/<generation>/manifest.json, dump/, verification.json
 
 A generation is built in a ``.staging-*`` folder and renamed into place only when
@@ -29,6 +30,7 @@ from typing import Any, Iterator, Optional
 MANIFEST = "manifest.json"
 VERIFICATION = "verification.json"
 RETIREMENT = "retirement.json"
+RESTORES = "restores.json"
 STAGING_PREFIX = ".staging-"
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -96,6 +98,8 @@ class Manifest:
     partition_schema: Optional[str] = None
     partition_name: Optional[str] = None
     month: Optional[str] = None
+    lower_bound: Optional[str] = None  # the partition's bounds as the catalog had them (ISO 8601)
+    upper_bound: Optional[str] = None
     rows: Optional[int] = None
     row_checksum: Optional[str] = None
     columns: tuple[str, ...] = ()
@@ -319,3 +323,30 @@ class BackupStore:
             except ValueError:
                 continue
             yield path.parent.parent.name, month, json.loads(path.read_text())
+
+    # -- restores ------------------------------------------------------------
+    def record_restore(self, database: str, table: str, month: date, record: dict[str, Any]) -> None:
+        """Append one restore of the month to its record (callers hold the table's lock scope,
+        so two restores of one month never write at once)."""
+        folder = self.month_dir(database, table, month)
+        self._ensure_dir(folder)
+        restores = self.read_restores(database, table, month)
+        entry = {**record, "restored_at": utc_now().isoformat()}
+        _write_json_atomic(folder / RESTORES, {"restores": [*restores, entry]})
+
+    def read_restores(self, database: str, table: str, month: date) -> list[dict[str, Any]]:
+        path = self.month_dir(database, table, month) / RESTORES
+        return json.loads(path.read_text())["restores"] if path.is_file() else []
+
+    def months(self, database: str, table: str) -> list[date]:
+        """Every month of ``table`` the store holds anything for (backups, journal, restores), oldest first."""
+        base = self.root / _segment(database) / _segment(table)
+        found = []
+        for entry in base.iterdir() if base.is_dir() else ():
+            try:
+                month = datetime.strptime(entry.name, "%Y-%m").date()
+            except ValueError:
+                continue
+            if entry.is_dir() and any(not child.name.startswith(".") for child in entry.iterdir()):
+                found.append(month)
+        return sorted(found)

@@ -79,6 +79,38 @@ class ArchivePlan:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class MonthCounts:
+    """One month of a run's scope (bodies by ``updated_at``): live destroyed and archived rows
+    before and after the run."""
+
+    scope: MonthScope
+    live_before: int
+    archived_before: int
+    live_after: int
+    archived_after: int
+
+    @property
+    def month(self) -> date:
+        return self.scope.month
+
+    @property
+    def rows_before(self) -> int:
+        return self.live_before + self.archived_before
+
+    @property
+    def rows_after(self) -> int:
+        return self.live_after + self.archived_after
+
+    @property
+    def rows_moved(self) -> int:
+        return self.archived_after - self.archived_before
+
+    @property
+    def conserved(self) -> bool:
+        return self.rows_before == self.rows_after
+
+
 @dataclass
 class ArchiveReport:
     scope: MonthScope
@@ -90,10 +122,11 @@ class ArchiveReport:
     wal_compression: str | None = None
     # Wall time of the batches (all sessions), without the scope counts before and after.
     moving_s: float = 0.0
+    months: list[MonthCounts] = field(default_factory=list)  # each month of the scope on its own
 
     @property
     def conserved(self) -> bool:
-        return self.scope_rows_before == self.scope_rows_after
+        return self.scope_rows_before == self.scope_rows_after and all(m.conserved for m in self.months)
 
 
 def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
@@ -406,7 +439,8 @@ def archive_destroyed_bodies(
     with recovery.table_maintenance(conn, LIVE_TABLE, ARCHIVE_TABLE) as recovered:
         recovered.tell(progress)
         moved_tablespace = bool(policy.tablespace) and ensure_archive_tablespace(conn, policy.tablespace)
-        before = sum(scope_counts(conn, scope))
+        before_by_month = [(part, scope_counts(conn, part)) for part in scope.by_month()]
+        before = sum(live + archived for _, (live, archived) in before_by_month)
         params = _scope_params(scope, policy.throttle.batch_size)
         leaves = deque(leaf_tables(conn, LIVE_TABLE))
         end_read(conn)
@@ -421,10 +455,11 @@ def archive_destroyed_bodies(
         finally:
             for worker in extra:
                 worker.close()
-        live, archived = scope_counts(conn, scope)
+        months = [MonthCounts(part, *counted, *scope_counts(conn, part)) for part, counted in before_by_month]
+    live = sum(m.live_after for m in months)
     return ArchiveReport(scope=scope, log=log, rows_remaining=live, scope_rows_before=before,
-                         scope_rows_after=live + archived, tablespace_moved=moved_tablespace,
-                         wal_compression=wal_compression, moving_s=moving_s)
+                         scope_rows_after=sum(m.rows_after for m in months), tablespace_moved=moved_tablespace,
+                         wal_compression=wal_compression, moving_s=moving_s, months=months)
 
 
 @dataclass

@@ -22,10 +22,20 @@ class MonthScope:
     month: date
     lower: datetime
     upper: datetime
+    last_month: date | None = None  # the range's last month, when it spans several
 
     @property
     def is_empty(self) -> bool:
         return self.upper <= self.lower
+
+    def by_month(self) -> list["MonthScope"]:
+        """Each month of the range with its own part of this scope (empty where nothing is due yet)."""
+        months, month = [], self.month
+        while month <= (self.last_month or self.month):
+            lower, upper = month_bounds_utc(month)
+            months.append(MonthScope(month=month, lower=lower, upper=max(lower, min(upper, self.upper))))
+            month = upper.date()
+        return months
 
     @classmethod
     def of(cls, month: date, older_than: timedelta, now: datetime,
@@ -40,7 +50,9 @@ class MonthScope:
             if through < month:
                 raise ValueError(f"month range ends ({through}) before it starts ({month})")
             month_end = month_bounds_utc(through)[1]
-        return cls(month=lower.date(), lower=lower, upper=max(lower, min(month_end, now - older_than)))
+        last = month_bounds_utc(through)[0].date() if through is not None else None
+        return cls(month=lower.date(), lower=lower, upper=max(lower, min(month_end, now - older_than)),
+                   last_month=last if last is not None and last > lower.date() else None)
 
     def describe(self) -> str:
         return f"[{self.lower.isoformat()}, {self.upper.isoformat()})"

@@ -37,7 +37,7 @@ import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterable, Sequence
 
@@ -120,6 +120,26 @@ class SavePolicy:
 
 
 @dataclass
+class MonthTally:
+    """One month's part of a compression run: the saves packed whose ``updated_at`` (UTC) falls
+    in that month, their rows and sizes, and the month's due saves left after the run."""
+
+    saves: int = 0
+    rows_folded: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    saves_remaining: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_before / self.bytes_after if self.bytes_after else 0.0
+
+    def add(self, other: "MonthTally") -> None:
+        for name in ("saves", "rows_folded", "bytes_before", "bytes_after", "saves_remaining"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
 class CompressReport:
     scope: MonthScope
     log: BatchLog
@@ -129,15 +149,21 @@ class CompressReport:
     document_bytes: int = 0
     saves_remaining: int = 0
     skipped_changed: int = 0
+    months: dict[date, MonthTally] = field(default_factory=dict)  # by month of updated_at
 
     @property
     def ratio(self) -> float:
         return self.bytes_before / self.bytes_after if self.bytes_after else 0.0
 
+    def month(self, month: date) -> MonthTally:
+        return self.months.setdefault(month, MonthTally())
+
     def absorb(self, other: "CompressReport") -> None:
         self.log.absorb(other.log)
         for name in ("rows_folded", "bytes_before", "bytes_after", "document_bytes", "skipped_changed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for month, tally in other.months.items():
+            self.month(month).add(tally)
 
 
 @dataclass
@@ -323,6 +349,14 @@ def compress_batch(conn: psycopg.Connection, selected: Sequence[tuple[int, datet
         report.bytes_before += sum(p.info["row_bytes"] for p in batch.packs)
         report.bytes_after += sum(len(p.compressed) for p in batch.packs)
         report.document_bytes += sum(p.info["original_bytes"] for p in batch.packs)
+    updated = dict(selected)
+    for pack in batch.packs:
+        moment = updated[pack.save_id].astimezone(timezone.utc)
+        tally = report.month(date(moment.year, moment.month, 1))
+        tally.saves += 1
+        tally.rows_folded += sum(pack.info["row_counts"].values())
+        tally.bytes_before += pack.info["row_bytes"]
+        tally.bytes_after += len(pack.compressed)
     return save_ids
 
 
@@ -444,6 +478,8 @@ def compress_inactive_saves(
             with compressed_wal(conn):
                 _compress_one_session(conn, batches, policy, report, progress)
         report.saves_remaining = len(select_candidates(conn, scope))
+        for part in scope.by_month():
+            report.month(part.month).saves_remaining = len(select_candidates(conn, part)) if not part.is_empty else 0
         end_read(conn)
     return report
 

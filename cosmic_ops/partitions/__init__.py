@@ -14,6 +14,7 @@ from .maintain import (
     Plan,
     PartitionConflict,
     apply_plan,
+    attach_month_table,
     ensure_months,
     plan_months,
 )
@@ -22,12 +23,23 @@ from .rehome import RehomeResult, rehome_default_rows
 
 __all__ = [
     "CreatePartition", "EVENT_LOGS_POLICY", "MaintenanceResult", "Partition", "PartitionConflict",
-    "PartitionPolicy", "Plan", "PolicyError", "RehomeResult", "apply_plan", "default_partition",
+    "PartitionPolicy", "Plan", "PolicyError", "attach_month_table", "policy_for", "RehomeResult", "apply_plan", "default_partition",
     "ensure_month_partitions", "ensure_months", "list_partitions", "partition_for_month", "plan_months",
     "rehome_default_rows",
 ]
 
 POLICIES = {EVENT_LOGS_POLICY.table: EVENT_LOGS_POLICY}
+
+
+def policy_for(conn: psycopg.Connection, table: str) -> PartitionPolicy:
+    """The partition policy of a managed table, found by the relation ``table`` names (any
+    spelling: ``event_logs``, ``"public"."event_logs"``), not by comparing text."""
+    wanted = conn.execute("SELECT to_regclass(%s)::oid", (table,)).fetchone()[0]
+    for policy in POLICIES.values():
+        if wanted is not None and conn.execute("SELECT to_regclass(%s)::oid", (policy.qualified_name,)
+                                               ).fetchone()[0] == wanted:
+            return policy
+    raise PolicyError(f"no partition policy for table {table!r}")
 
 
 def ensure_month_partitions(

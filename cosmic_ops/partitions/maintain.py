@@ -56,6 +56,7 @@ from .actions import (
     CreatePartition,
     SetStorage,
     SplitDefault,
+    attach_check_name,
     attach_month_statements,
     index_statement,
     month_table_statements,
@@ -148,6 +149,14 @@ class Plan:
     @property
     def is_noop(self) -> bool:
         return not self.actions
+
+    def for_month(self, month: date) -> "Plan":
+        """The part of this plan that concerns ``month`` (a split of DEFAULT concerns every month it creates)."""
+        def concerns(action: Action) -> bool:
+            return action.month == month or any(c.month == month for c in getattr(action, "creates", ()))
+
+        return Plan(self.policy, [month], [a for a in self.actions if concerns(a)],
+                    {m: p for m, p in self.existing.items() if m == month})
 
     def to_markdown(self, conn: psycopg.Connection) -> str:
         lines = [f"**Plan for `{self.policy.qualified_name}`** — months "
@@ -299,6 +308,25 @@ def apply_action(conn: psycopg.Connection, action: Action, retry: RetryPolicy) -
     return ActionResult(action, outcome.attempts, outcome.lock_wait_s, time.monotonic() - started, moved[0])
 
 
+def attach_month_table(conn: psycopg.Connection, policy: PartitionPolicy, schema: str, name: str, month: date,
+                       retry: RetryPolicy = RetryPolicy()) -> None:
+    """THE way a standalone table becomes ``month``'s partition (a restored month, a retirement
+    undone): bounds typed for the key in the policy's time zone, a CHECK equal to the partition
+    constraint added first in its own transaction (its scan locks only that table), then
+    ATTACH (no scan under the parent's lock) and the CHECK dropped."""
+    end_read(conn)
+    key = read_key(conn, policy)
+    lower, upper = month_bounds(policy, key, month)
+    parent = qualified(policy.schema, policy.table)
+    table = qualified(schema, name)
+    end_read(conn)
+    run_locked(conn, lambda c: c.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK {}").format(
+        table, attach_check_name(name), range_predicate(policy.partition_column, lower, upper))),
+        what=f"bounds check on {schema}.{name}", policy=retry)
+    run_locked(conn, lambda c: [c.execute(s) for s in attach_month_statements(parent, table, name, lower, upper)],
+               what=f"attach {schema}.{name} to {policy.qualified_name}", policy=retry)
+
+
 def read_with_retry(conn: psycopg.Connection, read: Callable[[psycopg.Connection], T], *, what: str,
                     retry: RetryPolicy) -> T:
     """Catalog reads under the same lock_timeout and retries as DDL: rendering bounds
@@ -307,6 +335,30 @@ def read_with_retry(conn: psycopg.Connection, read: Callable[[psycopg.Connection
     box: list[T] = []
     run_locked(conn, lambda c: box.append(read(c)), what=what, policy=retry)
     return box[0]
+
+
+@dataclass(frozen=True)
+class MonthChange:
+    """What a run did to one month: the actions applied to it and what they cost."""
+
+    month: date
+    results: list[ActionResult]
+
+    @property
+    def created(self) -> bool:
+        return any(isinstance(r.action, CreatePartition) for r in self.results)
+
+    @property
+    def rows_moved(self) -> int:
+        return sum(r.rows_moved for r in self.results)
+
+    @property
+    def lock_wait_s(self) -> float:
+        return sum(r.lock_wait_s for r in self.results)
+
+    @property
+    def lock_attempts(self) -> int:
+        return max((r.attempts for r in self.results), default=0)
 
 
 @dataclass
@@ -331,6 +383,9 @@ class MaintenanceResult:
     @property
     def rows_moved(self) -> int:
         return sum(r.rows_moved for r in self.results)
+
+    def for_month(self, month: date) -> MonthChange:
+        return MonthChange(month, [r for r in self.results if r.action.month == month])
 
 
 def apply_plan(conn: psycopg.Connection, plan: Plan, retry: RetryPolicy = RetryPolicy(), *,

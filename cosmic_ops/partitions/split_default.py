@@ -104,7 +104,8 @@ def plan_split(conn: psycopg.Connection, policy: PartitionPolicy, parent: sql.Co
     return SplitDefault(
         creates[0].month, ", ".join(c.target for c in creates),
         f"{default.name} holds at least {rows} rows: create {months} "
-        f"by moving them online (capture changes, copy in batches of {policy.online_move_batch_rows}, verify, "
+        f"by moving them online (capture changes, copy in batches of about {move.batch_target_s}s, at most "
+        f"{policy.online_move_batch_rows} rows, verify, "
         f"swap in a fresh {default.name}); the game waits only for the swap",
         (), creates=tuple(creates), move=move, default_rows_at_least=rows)
 

@@ -67,6 +67,64 @@ def describe_month(conn: psycopg.Connection, policy: PartitionPolicy, month: dat
 
 
 # ---------------------------------------------------------------------------
+# Facts about the whole table
+
+
+@dataclass(frozen=True)
+class PartitionFacts:
+    """One partition as the catalog shows it now."""
+
+    partition: str  # schema.name
+    month: Optional[date]  # the month its lower bound starts, in the policy's time zone
+    lower_bound: Optional[str]
+    upper_bound: Optional[str]
+    is_default: bool
+    rows_estimate: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class TableState:
+    """Every partition of a managed table, oldest month first (DEFAULT last), and the rows in DEFAULT."""
+
+    table: str
+    partitions: list[PartitionFacts]
+    default_rows: Optional[int]  # None: the table has no DEFAULT partition
+
+    @property
+    def months(self) -> list[date]:
+        return [p.month for p in self.partitions if p.month is not None and not p.is_default]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(p.total_bytes for p in self.partitions)
+
+    @property
+    def rows_estimate(self) -> int:
+        return sum(p.rows_estimate for p in self.partitions)
+
+
+def describe_table(conn: psycopg.Connection, policy: PartitionPolicy) -> TableState:
+    """What exists of the policy's table now: each partition's bounds, rows (estimate) and bytes."""
+    key = read_key(conn, policy)
+    partitions = list_partitions(conn, policy.qualified_name)
+    stats = {oid: (max(int(tuples), 0), int(size)) for oid, tuples, size in conn.execute(
+        "SELECT oid::bigint, reltuples::bigint, pg_total_relation_size(oid) FROM pg_class WHERE oid = ANY(%s)",
+        ([p.oid for p in partitions],)).fetchall()}
+    default = next((p for p in partitions if p.is_default), None)
+    default_rows = None if default is None else conn.execute(
+        sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(default.schema, default.name))).fetchone()[0]
+    facts = [PartitionFacts(
+        partition=f"{p.schema}.{p.name}", month=None if p.is_default else _month_of(p.lower, key, policy),
+        lower_bound=p.lower.isoformat() if p.lower is not None else None,
+        upper_bound=p.upper.isoformat() if p.upper is not None else None,
+        is_default=p.is_default, rows_estimate=stats.get(p.oid, (0, 0))[0], total_bytes=stats.get(p.oid, (0, 0))[1],
+    ) for p in partitions]
+    facts.sort(key=lambda f: (f.is_default, f.lower_bound is None, f.lower_bound or "", f.partition))
+    return TableState(policy.qualified_name, facts, default_rows)
+
+
+# ---------------------------------------------------------------------------
 # Checks
 
 

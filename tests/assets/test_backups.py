@@ -14,13 +14,15 @@ from cosmic_ops.assets.backups import (
     backup_restores_with_equal_rows, event_log_backups, full_backup, full_backup_restores_with_equal_counts,
     pitr_readiness_check, restore_event_log_month_job,
 )
-from cosmic_ops.assets.retention import event_log_retention
+from cosmic_ops.assets.event_logs import ASSET_KEY as PARTITIONS
+from cosmic_ops.assets.retention import event_log_retention, event_log_retention_plan
 from cosmic_ops.definitions import defs
 from cosmic_ops.partitions.catalog import partition_for_month
 from cosmic_ops.resources import PostgresResource
 from cosmic_ops.resources.backup_store import BackupStoreResource
 
 from ..backups.helpers import TODAY, make_month, month_rows
+from .recorded import check_executions, materialization, observations
 
 CHECK_KEY = backup_restores_with_equal_rows.check_key
 
@@ -46,9 +48,10 @@ def resources(seeded, tmp_path):
 AS_OF = as_of_tags(datetime(TODAY.year, TODAY.month, TODAY.day, 12, tzinfo=timezone.utc))
 
 
-def _run(assets, key, resources, selection=None, run_config=None):
+def _run(assets, key, resources, selection=None, run_config=None, instance=None):
     return dg.materialize(assets, partition_key=key, resources=resources, selection=selection, tags=AS_OF,
-                          run_config=run_config, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+                          run_config=run_config, instance=instance or dg.DagsterInstance.ephemeral(),
+                          raise_on_error=False)
 
 
 def _attached(conninfo, month):
@@ -60,28 +63,41 @@ def test_backup_then_blocking_verification_passes(seeded, resources):
     result = _run([event_log_backups, backup_restores_with_equal_rows], "2025-01-01", resources)
     assert result.success
     metadata = result.asset_materializations_for_node("event_log_backups")[0].metadata
-    assert metadata["rows"].value == 120 and metadata["bytes"].value > 0 and metadata["mb_per_s"].value > 0
-    assert len(metadata["sha256"].value) == 64
+    assert metadata["rows"].value == metadata["dagster/row_count"].value == 120
+    assert metadata["bytes"].value > 0 and metadata["size"].value.endswith(("bytes", "kB"))
+    assert metadata["mb_per_s"].value > 0 and len(metadata["sha256"].value) == 64
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed and evaluation.metadata["rows_restored"].value == 120
+    assert evaluation.metadata["rows_in_manifest"].value == 120 and evaluation.partition == "2025-01-01"
     assert evaluation.metadata["method"].value == "scratch database"
+    assert "120 rows" in evaluation.description and "equal to the manifest" in evaluation.description
 
 
 def test_retirement_run_backs_up_verifies_then_retires(seeded, resources):
     month = date(2025, 2, 1)
     assert len(month_rows(db.connect(seeded), month)) == 240
-    result = _run([event_log_backups, backup_restores_with_equal_rows, event_log_retention], "2025-02-01", resources)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run([event_log_backups, backup_restores_with_equal_rows, event_log_retention], "2025-02-01", resources,
+                  instance=instance)
     assert result.success
     metadata = result.asset_materializations_for_node("event_log_retention")[0].metadata
     assert metadata["status"].value == "retire" and metadata["detach_mode"].value == "plain"
     assert metadata["rows_retired"].value == 240
     assert _attached(seeded, month) is None and month_rows(db.connect(seeded), month) == []
-    # the restore job brings it back as the partition
+    # The month's partition records that it no longer exists, and the backup it relied on.
+    backup = materialization(instance, "event_log_backups", "2025-02-01")
+    (retired,) = observations(instance, PARTITIONS, "2025-02-01")
+    assert retired["retired"] is True and retired["exists"] is False and retired["rows_retired"] == 240
+    assert (retired["backup_generation"], retired["backup_sha256"]) == (backup["generation"], backup["sha256"])
+    # the restore job brings it back as the partition, and the partition's history says so
     restored = restore_event_log_month_job.execute_in_process(
         run_config={"ops": {"restore_event_log_month_op": {"config": {"month": "2025-02"}}}},
-        resources=resources, instance=dg.DagsterInstance.ephemeral())
+        resources=resources, instance=instance)
     assert restored.success
     assert _attached(seeded, month) is not None and len(month_rows(db.connect(seeded), month)) == 240
+    again = materialization(instance, PARTITIONS, "2025-02-01")
+    assert again["exists"] is True and again["restored"] is True and again["dagster/row_count"] == 240
+    assert again["backup_generation"] == backup["generation"]
 
 
 def test_corrupted_backup_fails_the_check_and_blocks_retirement(seeded, resources):
@@ -110,15 +126,23 @@ def test_retention_inside_window_fails_and_changes_nothing(seeded, resources):
     assert _attached(seeded, date(2026, 10, 1)) is not None
 
 
-def test_dry_run_reports_the_plan(seeded, resources):
-    assert _run([event_log_backups, backup_restores_with_equal_rows], "2025-04-01", resources).success
-    result = _run([event_log_retention], "2025-04-01", resources,
-                  run_config={"ops": {"event_log_retention": {"config": {"dry_run": True,
-                                                                         "action": "archive-schema"}}}})
+def test_plan_job_records_the_plan_and_leaves_no_materialization_or_check(seeded, resources):
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run([event_log_backups, backup_restores_with_equal_rows], "2025-04-01", resources,
+                instance=instance).success
+    materialized = {key: instance.get_materialized_partitions(dg.AssetKey(key))
+                    for key in ("event_log_backups", "event_log_retention", "event_log_partitions")}
+    checks_before = check_executions(instance, CHECK_KEY)
+    result = event_log_retention_plan.execute_in_process(
+        partition_key="2025-04-01", tags=AS_OF, resources=resources, instance=instance,
+        run_config={"ops": {"plan_event_log_retention": {"config": {"action": "archive-schema"}}}})
     assert result.success
-    metadata = result.asset_materializations_for_node("event_log_retention")[0].metadata
-    assert metadata["status"].value == "dry run: retire"
-    assert 'SET SCHEMA "event_logs_archive"' in metadata["plan"].value
+    (plan,) = observations(instance, "event_log_retention", "2025-04-01")
+    assert plan["status"] == "retire" and plan["current_rows"] == 480
+    assert 'SET SCHEMA "event_logs_archive"' in plan["plan"]
+    assert {key: instance.get_materialized_partitions(dg.AssetKey(key)) for key in materialized} == materialized
+    assert check_executions(instance, CHECK_KEY) == checks_before
+    assert observations(instance, PARTITIONS, "2025-04-01") == []  # nothing was retired
     assert _attached(seeded, date(2025, 4, 1)) is not None
 
 
@@ -197,9 +221,16 @@ def test_full_backup_with_its_checks(seeded, resources):
     assert metadata["jobs"].value == 2 and metadata["tables"].value > 10
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evaluations["full_backup_restores_with_equal_counts"].passed
+    assert "tables have the manifest's row counts" in evaluations["full_backup_restores_with_equal_counts"].description
+    assert metadata["dagster/row_count"].value == sum(
+        int(line.split("|")[2]) for line in metadata["rows_per_table"].value.splitlines()[2:])
     pitr = evaluations["pitr_readiness"]
-    assert pitr.severity == dg.AssetCheckSeverity.WARN
-    assert {"wal_level", "archive_mode", "archive_command", "last_archived_age_s"} <= set(pitr.metadata)
+    assert pitr.severity == dg.AssetCheckSeverity.WARN and pitr.description
+    assert {"wal_level", "archive_mode", "archive_command", "last_archived_wal"} <= set(pitr.metadata)
+    # The age of the last archived WAL is there when some WAL was archived, never a -1 stand-in.
+    archived = pitr.metadata["last_archived_wal"].value != "(none)"
+    assert ("last_archived_age_s" in pitr.metadata) is archived
+    assert not archived or pitr.metadata["last_archived_age_s"].value >= 0
 
 
 @pytest.mark.parametrize("schedule, tick, key", [
@@ -217,6 +248,34 @@ def test_lineage_is_partition_backup_retention():
     assert dg.AssetKey("event_log_partitions") in graph.get(dg.AssetKey("event_log_backups")).parent_keys
     assert dg.AssetKey("event_log_backups") in graph.get(dg.AssetKey("event_log_retention")).parent_keys
     assert defs.resolve_schedule_def("full_backup_weekly").cron_schedule == "0 3 * * 0"
+
+
+def _upstream_months(graph, child: str, parent: str, month: str) -> list[str]:
+    child_key, parent_key = dg.AssetKey(child), dg.AssetKey(parent)
+    child_def, parent_def = graph.get(child_key).partitions_def, graph.get(parent_key).partitions_def
+    mapping = graph.get_partition_mapping(child_key, parent_key)
+    mapped = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        child_def.empty_subset().with_partition_keys([month]), child_def, parent_def)
+    return sorted(mapped.partitions_subset.get_partition_keys())
+
+
+def test_month_m_of_backups_and_retention_depends_on_month_m():
+    graph = defs.resolve_asset_graph()
+    for month in ("2025-01-01", "2025-07-01"):
+        assert _upstream_months(graph, "event_log_backups", "event_log_partitions", month) == [month]
+        assert _upstream_months(graph, "event_log_retention", "event_log_backups", month) == [month]
+    assert isinstance(graph.get_partition_mapping(dg.AssetKey("event_log_backups"),
+                                                  dg.AssetKey("event_log_partitions")), dg.TimeWindowPartitionMapping)
+
+
+def test_closed_month_assets_list_no_future_month():
+    """Backups and retention list months up to the last one that ended, never the premade ones."""
+    graph = defs.resolve_asset_graph()
+    now = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
+    for key in ("event_log_backups", "event_log_retention"):
+        keys = graph.get(dg.AssetKey(key)).partitions_def.get_partition_keys(current_time=now)
+        assert keys[-1] == "2026-10-01", key
+    assert graph.get(PARTITIONS).partitions_def.get_partition_keys(current_time=now)[-1] == "2027-02-01"
 
 
 def test_a_configured_backup_dir_that_does_not_exist_is_refused_not_created(seeded, tmp_path, monkeypatch):

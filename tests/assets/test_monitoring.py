@@ -21,6 +21,8 @@ from cosmic_ops.resources import PostgresResource
 from cosmic_ops.resources.backup_store import BackupStoreResource
 from tests.monitoring.helpers import create_int_range_table, flush_stats, make_dead_tuples
 
+from .recorded import materialization, observations
+
 PARTITIONS = 1000
 MONTHS = [date(2026, 9, 1), date(2026, 10, 1)]
 
@@ -69,31 +71,39 @@ def wait_for(predicate, what, limit_s=120.0):
 
 def test_partition_sizes_match_pg_total_relation_size_and_carry_plot_metadata(database):
     result = materialize([monitoring_assets.partition_sizes], database)
-    frame = result.output_for_node("partition_sizes")
     with db.connect(database) as conn:
         expected = dict(conn.execute(
             "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
             "WHERE c.relispartition AND c.relkind = 'r'").fetchall())
-    assert dict(zip(frame["table_name"], frame["total_bytes"])) == expected
-    assert len(frame) == PARTITIONS + 8 + 3  # shards, celestial_bodies leaves, event_logs months + DEFAULT
+    leaves = PARTITIONS + 8 + 3  # shards, celestial_bodies leaves, event_logs months + DEFAULT
+    assert len(expected) == leaves
+    # The materialization is the whole value: no output is stored for an IO manager.
+    assert [e for e in result.all_events if e.event_type_value == "HANDLED_OUTPUT"] == []
     metadata = result.asset_materializations_for_node("partition_sizes")[0].metadata
-    assert metadata["leaf_partitions"].value == len(frame)
+    assert metadata["leaf_partitions"].value == metadata["dagster/row_count"].value == leaves
     assert metadata["total_bytes"].value == sum(expected.values())
+    assert metadata["total_size"].value.endswith(("kB", "MB", "GB"))
     assert metadata["largest_partition_bytes"].value == max(expected.values())
+    assert metadata["largest_partition_size"].value
     assert isinstance(metadata["max_dead_tuple_ratio"], dg.FloatMetadataValue)
     table = metadata["partitions"].value
-    assert len(table.records) == monitoring_assets.TABLE_METADATA_ROWS
-    assert "total_bytes" in [column.name for column in table.schema.columns]
+    assert len(table.records) == metadata["partitions_shown"].value == monitoring_assets.TABLE_METADATA_ROWS
+    shown = {r.data["table_name"]: r.data["total_bytes"] for r in table.records}
+    assert all(expected[name] == size for name, size in shown.items())
+    assert sorted(shown.values(), reverse=True) == sorted(expected.values(), reverse=True)[:len(shown)]
+    columns = {column.name: column.type for column in table.schema.columns}
+    assert columns["total_bytes"] == "int" and columns["total_size"] == "string"
 
 
 def test_partition_counts_are_by_bound_for_every_partitioned_table(database):
     result = materialize([monitoring_assets.partition_counts], database)
-    counts = result.output_for_node("partition_counts").set_index("parent_table")
-    assert counts.loc["shards", "partition_count"] == PARTITIONS
-    assert (counts.loc["shards", "oldest_partition"], counts.loc["shards", "newest_partition"]) == (
-        "shards_p0", f"shards_p{PARTITIONS - 1}")
-    assert counts.loc["event_logs", "newest_partition"] == "event_logs_2026_10"
     metadata = result.asset_materializations_for_node("partition_counts")[0].metadata
+    counts = {r.data["parent_table"]: r.data for r in metadata["tables"].value.records}
+    assert counts["shards"]["partition_count"] == PARTITIONS
+    assert (counts["shards"]["oldest_partition"], counts["shards"]["newest_partition"]) == (
+        "shards_p0", f"shards_p{PARTITIONS - 1}")
+    assert counts["event_logs"]["newest_partition"] == "event_logs_2026_10"
+    assert metadata["dagster/row_count"].value == metadata["partitioned_tables"].value == len(counts)
     assert metadata["partitions/public.shards"].value == PARTITIONS
     assert metadata["default_partitions"].value == 1
 
@@ -184,14 +194,17 @@ def fill_month(conninfo, month: date, rows=600, deleted=300):
         flush_stats(conn)
 
 
-def test_event_log_vacuum_month_lowers_dead_tuples_and_dry_run_changes_nothing(database):
+def test_event_log_vacuum_month_lowers_dead_tuples_and_its_plan_changes_nothing(database):
     fill_month(database, MONTHS[0])
     before = dead_tuples(database, "event_logs_2026_09")
     assert before >= 300
-    dry = materialize([monitoring_assets.event_log_vacuum], database, partition_key="2026-09-01",
-                      run_config={"ops": {"event_log_vacuum": {"config": {"dry_run": True}}}})
-    plan = dry.asset_materializations_for_node("event_log_vacuum")[0].metadata["plan"].value
-    assert 'VACUUM (ANALYZE) "public"."event_logs_2026_09"' in plan
+    instance = dg.DagsterInstance.ephemeral()
+    planned = monitoring_assets.event_log_vacuum_plan.execute_in_process(
+        partition_key="2026-09-01", resources=resources(database), instance=instance)
+    assert planned.success
+    (plan,) = observations(instance, "event_log_vacuum", "2026-09-01")
+    assert 'VACUUM (ANALYZE) "public"."event_logs_2026_09"' in plan["plan"] and plan["statements"] == 1
+    assert instance.get_materialized_partitions(dg.AssetKey("event_log_vacuum")) == set()
     assert dead_tuples(database, "event_logs_2026_09") == before
 
     result = materialize([monitoring_assets.event_log_vacuum], database, partition_key="2026-09-01")
@@ -206,6 +219,15 @@ def test_event_log_vacuum_of_a_missing_month_fails_clearly(database):
     assert not result.success
     failure = result.failure_data_for_node("event_log_vacuum")
     assert "no partition for 2025-03" in str(failure.user_failure_data.description)
+
+
+def test_parent_statistics_plan_is_an_observation_that_asks_for_no_analyze(database):
+    instance = dg.DagsterInstance.ephemeral()
+    assert monitoring_assets.partitioned_parent_statistics_plan.execute_in_process(
+        resources=resources(database), instance=instance).success
+    (plan,) = observations(instance, "partitioned_parent_statistics")
+    assert 'ANALYZE "public"."event_logs"' in plan["plan"]
+    assert materialization(instance, "partitioned_parent_statistics") is None
 
 
 def test_parent_statistics_analyze_every_partitioned_parent(database):
@@ -226,6 +248,10 @@ def test_structural_change_sensor_asks_for_one_analyze_per_change(database):
     def evaluate(cursor):
         return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
 
+    assert evaluate(None).run_requests == []
+    # Plans (dry runs) and retirements noted on a month are observations: no structural change.
+    instance.report_runless_asset_event(dg.AssetObservation("event_log_partitions", partition="2026-10-01",
+                                                            metadata={"plan": "..."}))
     assert evaluate(None).run_requests == []
     instance.report_runless_asset_event(dg.AssetMaterialization("event_log_partitions", partition="2026-10-01"))
     first = evaluate(None)

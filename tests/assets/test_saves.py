@@ -8,16 +8,21 @@ import dagster as dg
 import pytest
 
 from cosmic_ops import db
+from cosmic_ops.assets.event_logs import RANGE_END_TAG, RANGE_START_TAG
 from cosmic_ops.assets.saves import (
+    CHECKSUMS_MATCH,
+    NO_SAVE_WITH_BOTH,
     compressed_saves,
     compressed_saves_checksums_match,
+    compressed_saves_plan,
     no_save_has_rows_and_compressed_state,
 )
 from cosmic_ops.definitions import defs
 from cosmic_ops.lifecycle import rehydrate_save
 from cosmic_ops.resources import PostgresResource
 
-from ..clock import NOW
+from ..clock import NOW, RUN_TAGS
+from .recorded import check_evaluation, check_executions, materialization, observations
 
 from ..lifecycle.helpers import (
     SAVE_TABLES,
@@ -61,12 +66,17 @@ def _rows(conninfo, ids):
         return {t: rows_as_text(conn, t, "save_id = ANY(%s)", (ids,)) for t in SAVE_TABLES}
 
 
-def test_dry_run_changes_nothing(demo_db, resources):
+def test_plan_job_records_the_due_saves_and_nothing_else(demo_db, resources):
     key, ids = _month(demo_db)
     before = _rows(demo_db, ids)
-    result = _materialize(key, resources, dry_run=True)
-    meta = result.asset_materializations_for_node("compressed_saves")[0].metadata
-    assert meta["dry_run"].value is True and meta["saves_to_pack"].value == len(ids) > 0
+    instance = dg.DagsterInstance.ephemeral()
+    result = compressed_saves_plan.execute_in_process(partition_key=key, tags=RUN_TAGS, resources=resources,
+                                                      instance=instance)
+    assert result.success
+    (plan,) = observations(instance, "compressed_saves", key)
+    assert plan["saves_to_pack"] == len(ids) > 0 and "pack saves" in plan["plan"]
+    assert instance.get_materialized_partitions(dg.AssetKey("compressed_saves")) == set()
+    assert check_executions(instance, NO_SAVE_WITH_BOTH) == check_executions(instance, CHECKSUMS_MATCH) == []
     assert _rows(demo_db, ids) == before
 
 
@@ -76,14 +86,16 @@ def test_materialize_packs_the_month_checks_pass_and_rehydrate_job_restores(demo
     result = _materialize(key, resources, saves_per_batch=3, codec="zlib", level=6)
     assert result.success
     meta = result.asset_materializations_for_node("compressed_saves")[0].metadata
-    assert meta["saves"].value == len(ids)
+    assert meta["saves"].value == meta["run_saves_packed"].value == len(ids)
     assert meta["rows_folded"].value == sum(len(v) for v in before.values())
     assert meta["bytes_after"].value < meta["bytes_before"].value and meta["ratio"].value > 1
+    assert meta["size_before"].value and meta["size_after"].value
     assert meta["saves_remaining"].value == 0 and meta["codec"].value == "zlib-6"
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["no_save_has_rows_and_compressed_state"].passed
     checksum = checks["compressed_saves_checksums_match"]
     assert checksum.passed and checksum.metadata["sample_size"].value == min(len(ids), 50)
+    assert checksum.partition == key and key[:7] in checksum.description
     assert _rows(demo_db, ids) == {t: [] for t in SAVE_TABLES}
 
     again = _materialize(key, resources)
@@ -144,7 +156,32 @@ def test_checks_fail_on_a_broken_database(demo_db, resources):
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["no_save_has_rows_and_compressed_state"].passed
     assert checks["no_save_has_rows_and_compressed_state"].metadata["saves_with_both"].value == 1
+    assert checks["no_save_has_rows_and_compressed_state"].metadata["examples"].value == [ids[1]]
     assert not checks["compressed_saves_checksums_match"].passed
+    assert checks["compressed_saves_checksums_match"].metadata["failed"].value == 1
+    assert "1 of" in checks["compressed_saves_checksums_match"].description
+
+
+def test_a_range_run_records_each_month_and_its_checks_on_their_own(demo_db, resources):
+    with db.connect(demo_db) as conn:
+        months = [m.strftime("%Y-%m-01") for m in inactive_save_months(conn)[-7:-4]]
+        due = {key: conn.execute(
+            "SELECT count(*) FROM game_saves WHERE NOT is_active AND compressed_state IS NULL "
+            "AND updated_at >= %s::timestamptz AND updated_at < %s::timestamptz + interval '1 month'",
+            (key, key)).fetchone()[0] for key in months}
+    assert len(months) == 3 and all(due.values())
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(ASSETS, resources=resources, instance=instance,
+                            tags={**RUN_TAGS, RANGE_START_TAG: months[0], RANGE_END_TAG: months[-1]})
+    assert result.success
+    for key in months:
+        meta = materialization(instance, "compressed_saves", key)
+        assert meta["saves"] == due[key] and meta["saves_remaining"] == 0, key
+        assert meta["run_saves_packed"] == sum(due.values())
+        for check in (NO_SAVE_WITH_BOTH, CHECKSUMS_MATCH):
+            assert check_evaluation(instance, check, key).passed
+    for check in (NO_SAVE_WITH_BOTH, CHECKSUMS_MATCH):
+        assert sorted(check_executions(instance, check)) == [("SUCCEEDED", key) for key in months]
 
 
 def test_nightly_schedule_requests_the_newly_due_month():

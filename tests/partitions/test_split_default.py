@@ -248,3 +248,26 @@ def test_a_few_rows_still_move_inside_the_create_transaction(event_db):
         plan = plan_months(conn, POLICY, [MAY])
     assert [a.kind for a in plan.actions] == ["create_partition"]
     assert not any(isinstance(a, SplitDefault) for a in plan.actions)
+
+
+def test_a_capture_disabled_after_verification_stops_the_swap_and_truncate_is_refused(event_db):
+    _seed(event_db)
+    seen: list[str] = []
+
+    def meddle(point: str) -> None:
+        if point == "verified":
+            with psycopg.connect(event_db, autocommit=True) as other:
+                with pytest.raises(psycopg.errors.RaiseException, match="TRUNCATE would bypass"):
+                    other.execute("TRUNCATE event_logs_default")
+                trigger = other.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'event_logs_default'::regclass "
+                                        "AND tgname LIKE 'cosmic_ops_online_move_%%' AND tgtype & 1 = 1").fetchone()[0]
+                other.execute(f'ALTER TABLE event_logs_default DISABLE TRIGGER "{trigger}"')
+                seen.append(trigger)
+
+    with psycopg.connect(event_db) as conn:
+        plan = plan_months(conn, POLICY, [MAY, JUNE])
+        conn.commit()
+        with pytest.raises(VerificationFailed, match="dropped or disabled"):
+            apply_split(conn, plan.actions[0], PATIENT, hook=meddle)
+    assert seen and _phases(event_db) == ["undone"]
+    _assert_consistent(event_db)

