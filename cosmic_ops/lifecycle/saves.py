@@ -10,12 +10,13 @@ trained once; rehydration copies the same bytes back with ``COPY ... FROM STDIN
 
 What is packed is exactly what was deleted. Python builds each document of the
 tuples PostgreSQL sent, compresses it (zstd with the dictionary, or zlib),
-decompresses it again and checks the sha256, and only then stores it -- all in the batch's one transaction, which commits only
-after every check passed, so any failure or kill rolls everything back. The save
-rows are locked (``FOR UPDATE SKIP LOCKED``) and re-checked, so a save that changed
-after it was selected is left alone; while a batch runs, the game cannot add to or
-change its saves' rows (an insert's foreign-key check waits on the save's lock, an
-update on the lock of the row being deleted).
+decompresses it again and checks the sha256, and only then stores it -- all in
+the batch's one transaction, which commits only after every check passed, so any
+failure or kill rolls everything back. The save rows are locked (``FOR UPDATE SKIP
+LOCKED``) and re-checked, so a save that changed after it was selected is left
+alone; while a batch runs, the game cannot add to or change its saves' rows (an
+insert's foreign-key check waits on the save's lock, an update on the lock of the
+row being deleted).
 
 Packing moves rows out of ``celestial_bodies``, ``save_resources`` and ``save_research``
 into ``game_saves``: a run holds the maintenance lock scopes of all four tables
