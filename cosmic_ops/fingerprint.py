@@ -14,8 +14,13 @@ from typing import Sequence
 import psycopg
 from psycopg import sql
 
-# Pinned for the rest of the caller's transaction (set_config(..., true)).
-_TEXT_SETTINGS = {
+# The one set of settings under which the project turns values into text it compares.
+# DateStyle: only its output half (ISO) shapes text; the order half (MDY) decides how
+# ambiguous input such as 01/02/03 is read, and this text is hashed, never read back.
+# MDY is PostgreSQL's default and what every checksum already recorded (backup
+# manifests, online moves) was computed under. (Packed saves no longer parse text: their
+# formats are binary, and ISO-written dates read the same under any order anyway.)
+TEXT_SETTINGS = {
     "TimeZone": "UTC",
     "DateStyle": "ISO, MDY",
     "IntervalStyle": "postgres",
@@ -52,12 +57,18 @@ def row_count(conn: psycopg.Connection, schema: str, table: str) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
 
 
+def pin_text_settings(conn: psycopg.Connection) -> None:
+    """``TEXT_SETTINGS`` for the rest of the caller's transaction (``set_config(..., true)``),
+    whatever the session set: the text of a value is then the same in every session."""
+    for name, value in TEXT_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
 def fingerprint(conn: psycopg.Connection, schema: str, table: str, columns: Sequence[str],
                 where: sql.Composable | None = None) -> Fingerprint:
     """Must run inside a transaction (the caller's): the settings are transaction-local.
     ``where`` narrows the rows (an online move compares the source's rows of one route)."""
-    for name, value in _TEXT_SETTINGS.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+    pin_text_settings(conn)
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in sorted(columns)))
     query = sql.SQL(
         "SELECT count(*), coalesce(sum(('x' || left(md5({row}::text), 16))::bit(64)::bigint), 0)::text "

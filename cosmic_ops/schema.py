@@ -269,6 +269,19 @@ ALTER TABLE game_saves ALTER COLUMN compressed_state SET STORAGE EXTERNAL;
 """
 
 
+# Packed saves (save/5) are compressed with a zstd dictionary trained once per set of table
+# layouts (lifecycle/savecopy.py); each save's compression_info names it by id.
+_SAVE_DICTIONARIES = """
+CREATE TABLE cosmic_ops.save_dictionaries (
+    id          text PRIMARY KEY,
+    layouts     text[] NOT NULL,
+    dictionary  bytea NOT NULL,
+    trained_on  integer NOT NULL,
+    trained_at  timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -283,6 +296,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (_PLAYERS, _SAVES, _CELESTIAL_BODIES, _EVENT_LOGS, _MONITORING_VIEWS),
     ),
     Migration(2, "registry of packed-save layouts; compressed_state stored without pglz", (_SAVE_LAYOUTS,)),
+    Migration(3, "registry of the zstd dictionaries packed saves are compressed with", (_SAVE_DICTIONARIES,)),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -165,5 +165,5 @@ def test_a_version_1_database_is_upgraded_to_the_save_layout_registry(new_databa
             "SELECT to_regclass('cosmic_ops.save_layouts') IS NOT NULL, "
             "(SELECT attstorage FROM pg_attribute WHERE attrelid = 'game_saves'::regclass "
             "AND attname = 'compressed_state')").fetchone()
-    assert upgrade.applied == (2,) and upgrade.version_after == 2
+    assert upgrade.applied == (2, 3) and upgrade.version_after == schema.LATEST_VERSION
     assert registry and storage == "e"

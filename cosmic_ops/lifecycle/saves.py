@@ -3,19 +3,20 @@
 A batch of saves' rows (``celestial_bodies``, ``save_resources``, ``save_research``)
 is taken with one ``COPY (DELETE ... RETURNING ...) TO STDOUT (FORMAT binary)`` per
 table, and each save becomes one document of its rows in PostgreSQL's own binary
-form, column by column (``savecopy``, format ``cosmic_ops.save/4``); rehydration
-copies the same bytes back with ``COPY ... FROM STDIN (FORMAT binary)``, so values
-and types come back identical. Saves packed in older formats (``cosmic_ops.save/2``
-JSON, ``cosmic_ops.save/3`` columnar text) still rehydrate.
+form (``savecopy``, format ``cosmic_ops.save/5``), compressed with a zstd dictionary
+trained once; rehydration copies the same bytes back with ``COPY ... FROM STDIN
+(FORMAT binary)``, so values and types come back identical. Saves packed as
+``cosmic_ops.save/4`` (``save4``) rehydrate too. The formats are persistent: see ``FORMAT.md``.
 
-What is packed is exactly what was deleted. Python builds each document, reads it
-back, compresses it (zstd or zlib), decompresses it again and checks the sha256,
-and only then stores it -- all in the batch's one transaction, which commits only
-after every check passed, so any failure or kill rolls everything back. The save
-rows are locked (``FOR UPDATE SKIP LOCKED``) and re-checked, so a save that changed
-after it was selected is left alone; while a batch runs, the game cannot add to or
-change its saves' rows (an insert's foreign-key check waits on the save's lock, an
-update on the lock of the row being deleted).
+What is packed is exactly what was deleted. Python builds each document of the
+tuples PostgreSQL sent, compresses it (zstd with the dictionary, or zlib),
+decompresses it again and checks the sha256, and only then stores it -- all in
+the batch's one transaction, which commits only after every check passed, so any
+failure or kill rolls everything back. The save rows are locked (``FOR UPDATE SKIP
+LOCKED``) and re-checked, so a save that changed after it was selected is left
+alone; while a batch runs, the game cannot add to or change its saves' rows (an
+insert's foreign-key check waits on the save's lock, an update on the lock of the
+row being deleted).
 
 Packing moves rows out of ``celestial_bodies``, ``save_resources`` and ``save_research``
 into ``game_saves``: a run holds the maintenance lock scopes of all four tables
@@ -47,22 +48,21 @@ from psycopg import sql
 
 from .. import recovery
 from ..db import SessionSpec, compress_wal, compressed_wal, end_read
-from . import columnar, savecopy
-from .archive import table_columns
+from . import save4, savecopy
 from .parentwatch import exit_with_parent
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 SAVES_TABLE = "game_saves"
 SAVE_TABLES = ("celestial_bodies", "save_resources", "save_research")
 DOCUMENT_FORMAT = savecopy.FORMAT
-# Older formats, still read: every value as text in one JSON document (/2), or in columns (/3).
-JSON_DOCUMENT_FORMAT = "cosmic_ops.save/2"
-COLUMNAR_DOCUMENT_FORMAT = columnar.FORMAT
+# Every format a database may hold, and its reader (FORMAT.md: a format, once stored, stays readable).
+_READERS = {savecopy.FORMAT: savecopy.parse, save4.FORMAT: save4.parse}
+# Saves a dictionary is trained on (zstd suggests ~100 times the dictionary's size of samples),
+# and the fewest worth training on: a dictionary is trained once per set of table layouts.
+DICTIONARY_TRAINING_SAVES = 2000
+MIN_DICTIONARY_TRAINING_SAVES = 100
 DEFAULT_INACTIVE_FOR = timedelta(days=7)
 CODECS = ("zstd", "zlib")
-# Settings under which older formats' record text parses back the same.
-_TEXT_SETTINGS = {"DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres",
-                  "extra_float_digits": "1", "bytea_output": "hex"}
 
 
 class SaveVerificationFailed(RuntimeError):
@@ -85,21 +85,19 @@ class Codec:
         if not low <= self.level <= high:
             raise ValueError(f"{self.name} level must be between {low} and {high}, got {self.level}")
 
-    def compress(self, data: bytes) -> bytes:
-        return self.compressor()(data)
-
-    def compressor(self) -> Callable[[bytes], bytes]:
+    def compressor(self, dictionary: savecopy.SaveDictionary | None = None) -> Callable[[bytes], bytes]:
         """A compress function to reuse within one thread (a zstd context is not thread-safe)."""
         if self.name == "zstd":
-            return zstandard.ZstdCompressor(level=self.level).compress
+            return zstandard.ZstdCompressor(level=self.level, dict_data=dictionary and dictionary.zstd()).compress
         return lambda data: zlib.compress(data, self.level)
 
     @staticmethod
-    def decompress(name: str, data: bytes) -> bytes:
+    def decompressor(name: str, dictionary: savecopy.SaveDictionary | None = None) -> Callable[[bytes], bytes]:
+        """A decompress function for packs of codec ``name``, to reuse within one thread."""
         if name == "zstd":
-            return zstandard.ZstdDecompressor().decompress(data)
+            return zstandard.ZstdDecompressor(dict_data=dictionary and dictionary.zstd()).decompress
         if name == "zlib":
-            return zlib.decompress(data)
+            return zlib.decompress
         raise ValueError(f"unknown codec {name!r} in compression_info")
 
 
@@ -184,11 +182,6 @@ class PackedBatch:
     rows_taken: dict[str, int]
 
 
-def _set_text_settings(conn: psycopg.Connection) -> None:
-    for name, value in _TEXT_SETTINGS.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-
-
 def _candidates_where() -> sql.Composable:
     return sql.SQL("NOT is_active AND compressed_state IS NULL AND updated_at >= %(lower)s AND updated_at < %(upper)s")
 
@@ -222,73 +215,34 @@ def _lock_unchanged(conn: psycopg.Connection, selected: Sequence[tuple[int, date
     return [r[0] for r in rows]
 
 
-def _record_text(values: Sequence[str | None]) -> str:
-    """PostgreSQL record input for one row: every non-NULL value quoted, NULL left empty."""
-    return "(" + ",".join(
-        "" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + ")"
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
-EPOCH_US = "epoch_us"
-
-
-def _us_to_timestamp(value) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return (_EPOCH + value * _MICROSECOND).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-
-
-def document_rows(part: dict) -> list[str]:
-    """The record texts of one table of a /2 or /3 document, row by row."""
-    if not part["values"]:
-        return []
-    encodings = part.get("encodings", {})
-    columns = [[_us_to_timestamp(v) for v in column] if encodings.get(name) == EPOCH_US else column
-               for name, column in zip(part["columns"], part["values"])]
-    return [_record_text(row) for row in zip(*columns)]
-
-
-def _verify(name: str, compressed: bytes, expected: dict, *, layout_of: savecopy.LayoutResolver | None = None
-            ) -> dict | None:
+def _verify(compressed: bytes, expected: dict, decompress: Callable[[bytes], bytes], *,
+            layout_of: savecopy.LayoutResolver | None = None) -> dict | None:
     """Decompress and check length and sha256 (and, parsing it, row counts) against ``expected``.
 
     Right after packing, the checksum alone proves the decompressed bytes are the
-    document just built and read back from the rows, so parsing is skipped (no
+    document just built from the rows PostgreSQL sent, so parsing is skipped (no
     ``layout_of``, which resolves the table layouts a document names).
     """
-    raw = Codec.decompress(name, compressed)
+    raw = decompress(compressed)
     if hashlib.sha256(raw).hexdigest() != expected["sha256"] or len(raw) != expected["original_bytes"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: checksum mismatch after decompression")
     if layout_of is None:
         return None
     document = _parse_document(raw, expected, layout_of)
-    counts = {t: _row_count(document["tables"][t]) for t in SAVE_TABLES}
+    counts = {t: document["tables"][t]["decoded"].rows for t in SAVE_TABLES}
     if counts != expected["row_counts"]:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: row counts {counts} != {expected['row_counts']}")
     return document
 
 
-def _row_count(part: dict) -> int:
-    if "decoded" in part:
-        return part["decoded"].rows
-    return len(part["values"][0]) if part["values"] else 0
-
-
 def _parse_document(raw: bytes, expected: dict, layout_of: savecopy.LayoutResolver) -> dict:
-    fmt = expected.get("format", JSON_DOCUMENT_FORMAT)
+    fmt = expected.get("format")
+    if fmt not in _READERS:
+        raise SaveVerificationFailed(f"save {expected.get('save_id')}: unknown document format {fmt!r}")
     try:
-        if fmt == DOCUMENT_FORMAT:
-            return savecopy.parse(raw, layout_of)
-        if fmt == COLUMNAR_DOCUMENT_FORMAT:
-            return columnar.parse(raw)
-        if fmt == JSON_DOCUMENT_FORMAT:
-            document = json.loads(raw)
-            if document.get("format") == JSON_DOCUMENT_FORMAT:
-                return document
+        return _READERS[fmt](raw, layout_of)
     except (ValueError, KeyError, IndexError) as exc:
         raise SaveVerificationFailed(f"save {expected.get('save_id')}: unreadable {fmt} document: {exc}") from exc
-    raise SaveVerificationFailed(f"save {expected.get('save_id')}: unknown document format {fmt!r}")
 
 
 def _binary_session(conn: psycopg.Connection) -> None:
@@ -304,30 +258,66 @@ def pack_saves(conn: psycopg.Connection, save_ids: list[int], codec: Codec) -> P
     _binary_session(conn)
     layouts = [savecopy.table_layout(conn, t) for t in SAVE_TABLES]
     savecopy.record_layouts(conn, layouts)
-    batches = {layout.table: savecopy.take_batch(conn, layout, save_ids) for layout in layouts}
+    # zstd only; a batch packed before the first dictionary was trained simply has none.
+    dictionary = savecopy.current_dictionary(conn, layouts) if codec.name == "zstd" else None
     try:
-        documents = savecopy.encode_saves(batches)
+        taken = {layout.table: savecopy.take_batch(conn, layout, save_ids) for layout in layouts}
     except savecopy.EncodingMismatch as exc:
         raise SaveVerificationFailed(f"saves {min(save_ids)}..{max(save_ids)}: {exc}") from exc
-    ordered = batches[SAVE_TABLES[0]].save_ids
-    compress = codec.compressor()
+    compress, decompress = codec.compressor(dictionary), Codec.decompressor(codec.name, dictionary)
     packs = []
-    for number, (save_id, raw) in enumerate(zip(ordered, documents)):
+    for save_id in sorted(save_ids):
+        parts = [taken[t][save_id] for t in SAVE_TABLES]
+        raw = savecopy.build(save_id, parts)
         compressed = compress(raw)
         info = {
             "format": DOCUMENT_FORMAT,
             "save_id": save_id,
             "codec": codec.name,
             "level": codec.level,
+            "dictionary": dictionary.id if dictionary else None,
             "original_bytes": len(raw),
             "compressed_bytes": len(compressed),
-            "row_bytes": sum(batches[t].value_bytes(number) for t in SAVE_TABLES),
-            "row_counts": {t: batches[t].count(number) for t in SAVE_TABLES},
+            "row_bytes": sum(part.value_bytes for part in parts),
+            "row_counts": {part.layout.table: part.rows for part in parts},
             "sha256": hashlib.sha256(raw).hexdigest(),
         }
-        _verify(codec.name, compressed, info)
+        _verify(compressed, info, decompress)
         packs.append(PackedSave(save_id, compressed, info))
-    return PackedBatch(packs, {t: b.rows for t, b in batches.items()})
+    return PackedBatch(packs, {t: sum(part.rows for part in taken[t].values()) for t in SAVE_TABLES})
+
+
+def _decompressor_of(conn: psycopg.Connection, info: dict) -> Callable[[bytes], bytes]:
+    """How to decompress a stored pack: its codec, with the dictionary it names (if any)."""
+    dictionary = None
+    if info.get("dictionary"):
+        dictionary = savecopy.stored_dictionary(conn, info["dictionary"])
+        if dictionary is None:
+            raise SaveVerificationFailed(
+                f"save {info.get('save_id')}: dictionary {info['dictionary']} is not in cosmic_ops.save_dictionaries")
+    return Codec.decompressor(info["codec"], dictionary)
+
+
+def train_dictionary_once(conn: psycopg.Connection, codec: Codec) -> savecopy.SaveDictionary | None:
+    """Train the zstd dictionary for the tables' current layouts unless there is one (its own transaction).
+
+    It is trained on saves that still have rows, before the run's first batch, so every batch
+    of the run (and of later runs, until a table's layout changes) compresses with it.
+    Returns the dictionary trained, or None (one exists, the codec is not zstd, too few saves).
+    """
+    if codec.name != "zstd":
+        return None
+    with own_transaction(conn):
+        layouts = [savecopy.table_layout(conn, t) for t in SAVE_TABLES]
+        if savecopy.current_dictionary(conn, layouts) is not None:
+            return None
+        sample = [r[0] for r in conn.execute(
+            sql.SQL("SELECT id FROM {} WHERE compressed_state IS NULL ORDER BY random() LIMIT %s").format(
+                sql.Identifier(SAVES_TABLE)), (DICTIONARY_TRAINING_SAVES,))]
+        if len(sample) < MIN_DICTIONARY_TRAINING_SAVES:
+            return None
+        _binary_session(conn)
+        return savecopy.train_dictionary(conn, layouts, sample, codec.level)
 
 
 def _store(conn: psycopg.Connection, packs: list[PackedSave]) -> None:
@@ -480,6 +470,9 @@ def compress_inactive_saves(
     with recovery.table_maintenance(conn, SAVES_TABLE, *SAVE_TABLES) as recovered:
         recovered.tell(progress)
         batches = _due_batches(conn, scope, policy, max_batches)
+        trained = train_dictionary_once(conn, policy.codec) if batches else None
+        if trained and progress:
+            progress(f"trained the save dictionary {trained.id} ({len(trained.data)} bytes)")
         if worker_sessions and policy.workers > 1 and len(batches) >= MIN_BATCHES_PER_WORKER * policy.workers:
             _compress_in_processes(worker_sessions, batches, scope, policy, report, progress)
         else:
@@ -507,9 +500,8 @@ def rehydrate_save(conn: psycopg.Connection, save_id: int) -> dict[str, int]:
         state, info = found
         if state is None:
             raise SaveNotCompressed(f"save {save_id} is not compressed")
-        document = _verify(info["codec"], bytes(state), info, layout_of=_registered_layouts(conn))
-        restore = _restore_binary if info.get("format") == DOCUMENT_FORMAT else _restore_text
-        restored = {table: restore(conn, save_id, table, document["tables"][table]) for table in SAVE_TABLES}
+        document = _verify(bytes(state), info, _decompressor_of(conn, info), layout_of=_registered_layouts(conn))
+        restored = {table: _restore_binary(conn, save_id, table, document["tables"][table]) for table in SAVE_TABLES}
         conn.execute(
             sql.SQL("UPDATE {} SET compressed_state = NULL, compression_info = NULL, compressed_at = NULL "
                     "WHERE id = %s").format(sql.Identifier(SAVES_TABLE)), (save_id,))
@@ -578,22 +570,6 @@ def _restore_binary(conn: psycopg.Connection, save_id: int, table: str, part: di
     return inserted
 
 
-def _restore_text(conn: psycopg.Connection, save_id: int, table: str, part: dict) -> int:
-    """Rows of a /2 or /3 document: record text cast back to the row type."""
-    _set_text_settings(conn)
-    current = table_columns(conn, table)
-    if part["columns"] != current:
-        raise SaveVerificationFailed(
-            f"save {save_id}: {table} columns changed since packing ({part['columns']} -> {current})")
-    records = document_rows(part)
-    inserted = conn.execute(
-        sql.SQL("INSERT INTO {t} SELECT (r::{t}).* FROM unnest(%s::text[]) AS r").format(
-            t=sql.Identifier(table)), (records,)).rowcount
-    if inserted != len(records):
-        raise SaveVerificationFailed(f"save {save_id}: {table} restored {inserted} of {len(records)} rows")
-    return inserted
-
-
 def verify_packed_saves(conn: psycopg.Connection, save_ids: Iterable[int]) -> dict[int, str]:
     """Decompress each packed save and check it; returns {save id: problem} for the bad ones."""
     problems: dict[int, str] = {}
@@ -602,7 +578,7 @@ def verify_packed_saves(conn: psycopg.Connection, save_ids: Iterable[int]) -> di
         sql.SQL("SELECT id, compressed_state, compression_info FROM {} WHERE id = ANY(%s) "
                 "AND compressed_state IS NOT NULL").format(sql.Identifier(SAVES_TABLE)), (list(save_ids),)):
         try:
-            _verify(info["codec"], bytes(state), info, layout_of=layout_of)
+            _verify(bytes(state), info, _decompressor_of(conn, info), layout_of=layout_of)
         except (SaveVerificationFailed, ValueError, KeyError, zlib.error, zstandard.ZstdError) as exc:
             problems[save_id] = str(exc)
     return problems

@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from cosmic_ops import db, demo, schema
+from cosmic_ops.fingerprint import pin_text_settings
 
 from ..clock import RUN_TAGS, TODAY
 
@@ -52,12 +53,11 @@ def inactive_save_months(conn: psycopg.Connection) -> list[date]:
 
 
 def rows_as_text(conn: psycopg.Connection, table: str, where: str = "true", params=()) -> list[str]:
-    """Every row's exact text form (floats shortest-exact, timestamps in UTC), sorted.
+    """Every row's exact text form (``fingerprint.TEXT_SETTINGS``: floats shortest-exact, UTC), sorted.
 
     ``where`` is a constant predicate written in the test (values go in ``params``).
     """
-    conn.execute("SET TimeZone = 'UTC'")
-    conn.execute("SET extra_float_digits = 1")
+    pin_text_settings(conn)
     rows = conn.execute(
         sql.SQL("SELECT t::text FROM {} t WHERE {} ORDER BY 1").format(sql.Identifier(table), sql.SQL(where)), params
     ).fetchall()
@@ -67,8 +67,7 @@ def rows_as_text(conn: psycopg.Connection, table: str, where: str = "true", para
 
 def archived_as_live_text(conn: psycopg.Connection, where: str = "true", params=()) -> list[str]:
     """Archived rows without ``archived_at``, in the live table's text form, sorted."""
-    conn.execute("SET TimeZone = 'UTC'")
-    conn.execute("SET extra_float_digits = 1")
+    pin_text_settings(conn)
     rows = conn.execute(
         sql.SQL("SELECT ROW({})::celestial_bodies::text FROM celestial_bodies_archive WHERE {} ORDER BY 1").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in LIVE_COLUMNS), sql.SQL(where)), params).fetchall()

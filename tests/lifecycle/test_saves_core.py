@@ -15,7 +15,10 @@ import psycopg
 import pytest
 
 from cosmic_ops import db
-from cosmic_ops.lifecycle import Codec, SavePolicy, Throttle, compress_inactive_saves, rehydrate_save
+from cosmic_ops.fingerprint import Fingerprint, fingerprint, table_columns
+from cosmic_ops.lifecycle import (
+    Codec, SavePolicy, Throttle, compress_inactive_saves, rehydrate_save, rehydrate_saves,
+)
 from cosmic_ops.lifecycle.policy import BatchLog, MonthScope
 from cosmic_ops.lifecycle.saves import (
     CompressReport, SaveVerificationFailed, compress_batch, select_candidates, verify_packed_saves,
@@ -112,6 +115,7 @@ def test_round_trip_restores_every_row_exactly(demo_db):
 
         info = conn.execute("SELECT compression_info FROM game_saves WHERE id = %s", (due[0],)).fetchone()[0]
         assert info["codec"] == "zstd" and info["compressed_bytes"] < info["original_bytes"]
+        assert info["format"] == "cosmic_ops.save/5" and info["dictionary"] is not None
         assert set(info["row_counts"]) == set(SAVE_TABLES) and len(info["sha256"]) == 64
         state = conn.execute("SELECT compressed_state FROM game_saves WHERE id = %s", (due[0],)).fetchone()[0]
         conn.commit()
@@ -380,56 +384,102 @@ def test_a_game_write_cannot_slip_in_while_a_batch_is_packed_and_a_failed_batch_
         assert _save_rows(conn, ids) == before
 
 
-def _pack_in_an_older_format(conn, save_id: int, fmt: str) -> None:
-    """Pack ``save_id`` as an earlier release did: /2 (JSON of text values) or /3 (columnar)."""
-    import hashlib
-    import json
+# A session whose text settings differ from fingerprint.TEXT_SETTINGS. DateStyle keeps ISO output:
+# psycopg reads timestamptz text in no other style (tests/test_fingerprint.py covers the others).
+_OTHER_SESSION = {"DateStyle": "ISO, DMY", "TimeZone": "Pacific/Chatham", "IntervalStyle": "iso_8601",
+                  "extra_float_digits": "-15", "bytea_output": "escape"}
 
-    from cosmic_ops.lifecycle import columnar, savecopy, saves
 
+def _fingerprints(conn) -> dict[str, Fingerprint]:
     with conn.transaction():
-        saves._set_text_settings(conn)
-        tables = {}
-        for table in SAVE_TABLES:
-            layout = savecopy.table_layout(conn, table)
-            names, types = list(layout.columns), list(layout.types)
-            # /3 read integers, float8 and bool as values and everything else as text; /2 all as text.
-            typed = columnar.INT_TYPES | {"float8", "bool"} if fmt == saves.COLUMNAR_DOCUMENT_FORMAT else set()
-            arrays = psycopg.sql.SQL(", ").join(
-                psycopg.sql.SQL("array_agg({})" if kind in typed else "array_agg({}::text)").format(
-                    psycopg.sql.Identifier(name)) for name, kind in zip(names, types))
-            row = conn.execute(psycopg.sql.SQL("SELECT {} FROM {} WHERE save_id = %s").format(
-                arrays, psycopg.sql.Identifier(table)), (save_id,), binary=True).fetchone()
-            tables[table] = (names, types, [list(v) if v is not None else [] for v in row])
-        if fmt == saves.COLUMNAR_DOCUMENT_FORMAT:
-            raw = columnar.build_many([save_id], {t: (n, k, [v]) for t, (n, k, v) in tables.items()})[0]
-        else:
-            raw = json.dumps({"format": fmt, "save_id": save_id, "tables": {
-                t: {"columns": n, "values": v} for t, (n, _, v) in tables.items()}}).encode()
-        info = {"format": fmt, "save_id": save_id, "codec": "zstd", "level": 6,
-                "original_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(),
-                "row_counts": {t: len(v[0]) for t, (_, _, v) in tables.items()}}
-        conn.execute("UPDATE game_saves SET compressed_state = %s, compression_info = %s, compressed_at = now() "
-                     "WHERE id = %s", (Codec("zstd", 6).compress(raw), json.dumps(info), save_id))
-        for table in SAVE_TABLES:
-            conn.execute(psycopg.sql.SQL("DELETE FROM {} WHERE save_id = %s").format(
-                psycopg.sql.Identifier(table)), (save_id,))
+        return {t: fingerprint(conn, "public", t, table_columns(conn, "public", t)) for t in SAVE_TABLES}
 
 
-@pytest.mark.parametrize("fmt", ["cosmic_ops.save/2", "cosmic_ops.save/3"])
-def test_a_save_packed_in_an_older_format_still_rehydrates(demo_db, fmt):
-    """Saves packed before the binary format (JSON text /2, columnar /3) come back exactly."""
-    with db.connect(demo_db) as conn:
-        save_id = conn.execute(
-            "SELECT id FROM game_saves WHERE compressed_state IS NULL "
-            "AND EXISTS (SELECT 1 FROM save_research s WHERE s.save_id = game_saves.id) "
-            "AND EXISTS (SELECT 1 FROM celestial_bodies c WHERE c.save_id = game_saves.id) "
-            "ORDER BY id LIMIT 1").fetchone()[0]
+def test_a_round_trip_in_a_session_with_other_text_settings_keeps_the_fingerprint(new_database):
+    """Packing is binary and the fingerprint pins the one text-settings dict: dates, timestamps,
+    intervals and floats packed and rehydrated under another DateStyle/TimeZone/... fingerprint equal.
+    A -0.0 among short decimals (the demo's production rates) takes the raw float path."""
+    load_demo(new_database, seed=31)
+    with db.connect(new_database) as conn:
+        months = inactive_save_months(conn)
+        due = [s[0] for s in select_candidates(conn, MonthScope.of(months[0], timedelta(days=7), NOW,
+                                                                   through=months[-1]))]
+        conn.execute("ALTER TABLE save_research ADD COLUMN due_on date, ADD COLUMN took interval, "
+                     "ADD COLUMN noted_at timestamp")
+        conn.execute("UPDATE save_research SET due_on = DATE '2024-01-31' + level * 37, "
+                     "took = make_interval(months => level, days => -level, secs => progress * 1e5), "
+                     "noted_at = started_at AT TIME ZONE 'Asia/Tokyo' WHERE save_id = ANY(%s)", (due,))
+        conn.execute("UPDATE save_research SET due_on = '0044-03-15 BC', took = '-178000000 years', "
+                     "noted_at = '-infinity' WHERE save_id = %s AND tech_id = "
+                     "(SELECT min(tech_id) FROM save_research WHERE save_id = %s)", (due[0], due[0]))
+        conn.execute("UPDATE save_resources SET production_rate = '-0' WHERE save_id = %s", (due[-1],))
         conn.commit()
-        before = _save_rows(conn, [save_id])
-        _pack_in_an_older_format(conn, save_id, fmt)
-        assert verify_packed_saves(conn, [save_id]) == {}
-        assert all(not rows for rows in _save_rows(conn, [save_id]).values())
-        assert rehydrate_save(conn, save_id) == {t: len(before[t]) for t in SAVE_TABLES}
+        before, rows_before = _fingerprints(conn), _save_rows(conn, due)
+
+    with db.connect(new_database) as other:
+        for name, value in _OTHER_SESSION.items():
+            other.execute("SELECT set_config(%s, %s, false)", (name, value))
+        other.commit()
+        assert other.execute("SELECT (INTERVAL '1 day', 123.456::float8)::text").fetchone()[0] == "(P1D,1e+02)"
+        other.commit()
+        assert _fingerprints(other) == before
+        skipped: list[str] = []
+        report = compress_inactive_saves(other, months[0], SavePolicy(workers=1), through=months[-1], now=NOW,
+                                         progress=lambda m: skipped.append(m) if "skipped" in m else None)
+        assert skipped == [] and report.log.moved == len(due) > 1
+        assert _fingerprints(other) != before
+        assert rehydrate_saves(other, due).already_live == []
+        assert _fingerprints(other) == before
+
+    with db.connect(new_database) as conn:
+        assert _fingerprints(conn) == before
+        assert _save_rows(conn, due) == rows_before
+
+
+def _dictionaries(conn) -> list[tuple[str, int]]:
+    rows = conn.execute("SELECT id, trained_on FROM cosmic_ops.save_dictionaries ORDER BY trained_at, id").fetchall()
+    conn.commit()
+    return rows
+
+
+def _dictionary_of_packs(conn, save_ids) -> set:
+    found = {r[0] for r in conn.execute("SELECT compression_info->>'dictionary' FROM game_saves WHERE id = ANY(%s)",
+                                        (list(save_ids),))}
+    conn.commit()
+    return found
+
+
+def test_the_dictionary_is_trained_once_per_table_layouts_and_every_pack_rehydrates(new_database):
+    """A batch packed before any dictionary has none; the first run trains one on saves with rows and
+    every later run reuses it, until a table's layout changes."""
+    load_demo(new_database, seed=37)
+    with db.connect(new_database) as conn:
+        months = inactive_save_months(conn)
+        scopes = [MonthScope.of(m, timedelta(days=7), NOW) for m in months]
+        first = select_candidates(conn, scopes[0], 2)
         conn.commit()
-        assert _save_rows(conn, [save_id]) == before
+        everything = _save_rows(conn, [r[0] for r in conn.execute("SELECT id FROM game_saves")])
+        conn.commit()
+        compress_batch(conn, first, Codec(), CompressReport(scope=scopes[0], log=BatchLog(unit="saves")))
+        assert _dictionaries(conn) == [] and _dictionary_of_packs(conn, [s[0] for s in first]) == {None}
+
+        messages: list[str] = []
+        compress_inactive_saves(conn, months[0], SavePolicy(workers=1), through=months[len(months) // 2], now=NOW,
+                                progress=messages.append)
+        compress_inactive_saves(conn, months[len(months) // 2], SavePolicy(workers=1), through=months[-1], now=NOW)
+        [(trained, samples)] = _dictionaries(conn)
+        assert any(trained in m for m in messages) and samples >= 100
+        packed = _packed_ids(conn)
+        assert _dictionary_of_packs(conn, set(packed) - {s[0] for s in first}) == {trained}
+        assert verify_packed_saves(conn, packed) == {}
+        assert rehydrate_saves(conn, packed).already_live == []
+
+        conn.execute("ALTER TABLE save_research ADD COLUMN notes text")
+        conn.commit()
+        compress_inactive_saves(conn, months[0], SavePolicy(workers=1), through=months[-1], now=NOW)
+        assert len(_dictionaries(conn)) == 2 and _dictionary_of_packs(conn, _packed_ids(conn)) == {
+            d for d, _ in _dictionaries(conn)} - {trained}
+        assert rehydrate_saves(conn, _packed_ids(conn)).already_live == []
+        conn.execute("ALTER TABLE save_research DROP COLUMN notes")
+        conn.commit()
+        assert _save_rows(conn, [r[0] for r in conn.execute("SELECT id FROM game_saves")]) == everything
