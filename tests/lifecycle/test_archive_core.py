@@ -77,6 +77,7 @@ def test_scope_is_the_month_cut_at_the_policy_age():
     assert MonthScope.of(datetime(2026, 11, 1).date(), timedelta(days=30), now).is_empty
 
 
+@pytest.mark.slow
 def test_dry_run_plan_changes_nothing(demo_db):
     with db.connect(demo_db) as conn:
         month = destroyed_months(conn)[0]
@@ -88,6 +89,7 @@ def test_dry_run_plan_changes_nothing(demo_db):
         assert rows_as_text(conn, "celestial_bodies_archive") == before
 
 
+@pytest.mark.slow
 def test_archive_moves_exact_rows_in_bounded_batches(demo_db):
     with db.connect(demo_db) as conn:
         month = destroyed_months(conn)[1]
@@ -114,6 +116,7 @@ def test_archive_moves_exact_rows_in_bounded_batches(demo_db):
         assert again.log.moved == 0 and again.conserved and again.scope_rows_after == len(expected)
 
 
+@pytest.mark.slow
 def test_a_range_of_months_moves_in_one_run_in_two_sessions_without_row_locks(demo_db):
     with db.connect(demo_db) as conn:
         months = destroyed_months(conn)
@@ -134,6 +137,7 @@ def test_a_range_of_months_moves_in_one_run_in_two_sessions_without_row_locks(de
             MonthScope.of(last, timedelta(days=30), NOW, through=first)
 
 
+@pytest.mark.slow
 def test_a_leaf_that_fits_one_batch_moves_in_one_statement_and_a_row_dropped_on_insert_rolls_it_back(new_database):
     load_demo(new_database, seed=5)
     with db.connect(new_database) as conn:
@@ -166,6 +170,7 @@ def test_a_leaf_that_fits_one_batch_moves_in_one_statement_and_a_row_dropped_on_
                                      (scope.lower, scope.upper)) == expected
 
 
+@pytest.mark.slow
 def test_dense_due_rows_move_by_heap_page_ranges_and_a_row_changed_meanwhile_stays(new_database):
     load_demo(new_database, seed=7)
     with db.connect(new_database) as conn:
@@ -226,6 +231,7 @@ def test_dense_due_rows_move_by_heap_page_ranges_and_a_row_changed_meanwhile_sta
                             (changed_id,)).fetchone() == (True,)
 
 
+@pytest.mark.slow
 def test_recently_destroyed_bodies_stay_live(demo_db):
     with db.connect(demo_db) as conn:
         recent = conn.execute(
@@ -241,6 +247,7 @@ def test_recently_destroyed_bodies_stay_live(demo_db):
         assert left[0] == recent and left[1] == recent
 
 
+@pytest.mark.slow
 def test_unarchive_restores_rows_exactly(demo_db):
     with db.connect(demo_db) as conn:
         ids = [r[0] for r in conn.execute("SELECT id FROM celestial_bodies_archive ORDER BY id LIMIT 5")]
@@ -288,6 +295,7 @@ def archive_tablespace_dir(server_conninfo):
         subprocess.run(["rm", "-rf", location], check=False)
 
 
+@pytest.mark.slow
 def test_archive_lives_on_the_configured_tablespace(archive_tablespace_dir, new_database):
     # The tablespace fixture comes first so it is torn down after the database that uses it.
     load_demo(new_database, seed=11)
@@ -310,6 +318,7 @@ def test_archive_lives_on_the_configured_tablespace(archive_tablespace_dir, new_
         assert archive_tablespace(conn) is None
 
 
+@pytest.mark.slow
 def test_killed_archive_loses_nothing_and_the_rerun_finishes(new_database):
     load_demo(new_database, seed=5)
     with db.connect(new_database) as conn:
@@ -340,6 +349,7 @@ def test_killed_archive_loses_nothing_and_the_rerun_finishes(new_database):
         assert live + archived == total and archived == due
 
 
+@pytest.mark.slow
 def test_second_worker_is_refused_while_one_runs(demo_db):
     from cosmic_ops.db import MaintenanceLockBusy, maintenance_lock
 

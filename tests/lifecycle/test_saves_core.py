@@ -24,6 +24,8 @@ from cosmic_ops.lifecycle.saves import (
 from ..clock import NOW
 from .helpers import SAVE_TABLES, KillableWorker, inactive_save_months, load_demo, rows_as_text
 
+pytestmark = pytest.mark.slow  # every test packs saves of a loaded demo database
+
 # Values that trip naive serializers: NULLs next to empty strings, quotes, backslashes,
 # commas, parentheses, newlines, unicode, nested jsonb, special floats, microseconds.
 _TRICKY_BODY = """
