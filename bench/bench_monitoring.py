@@ -1,4 +1,4 @@
-"""Benchmark: threshold-sensor tick and partition_sizes at 100 and 1,000 partitions.
+"""Benchmark: threshold-sensor tick, partition_sizes and partition_counts at 100 and 1,000 partitions.
 
 Side by side in one run, on the same scratch database (event_logs with N monthly
 partitions, a few rows each), against the seed's way of doing the same:

@@ -183,6 +183,7 @@ CREATE TABLE event_logs_default PARTITION OF event_logs DEFAULT
     WITH (autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.02);
 """
 
+# partition_counts as migration 1 created it; migration 4 replaces it (_PARTITION_COUNTS_BY_BOUND).
 _MONITORING_VIEWS = r"""
 CREATE OR REPLACE VIEW partition_sizes AS
 SELECT n.nspname                              AS schema_name,
@@ -251,6 +252,66 @@ JOIN pg_partitioned_table pt ON pt.partrelid = p.oid
 GROUP BY pn.nspname, p.relname, pt.partstrat;
 """
 
+# Migration 3: partition_counts without a regexp, each partition's bound deparsed once.
+# Migration 1's CTEs were inlined, so PostgreSQL ran pg_get_expr + regexp_match again for
+# every reference to lower_bound (seven per row): 203 ms against the seed's 6 ms at 1,000
+# partitions. Still ordered by bound, never by name; same columns, so readers do not change.
+_PARTITION_COUNTS_BY_BOUND = r"""
+CREATE OR REPLACE VIEW partition_counts AS
+-- MATERIALIZED: each step is computed once per partition, not once per reference.
+WITH bounds AS MATERIALIZED (
+    SELECT pt.partrelid AS parent_oid,
+           c.relname,
+           c.oid = pt.partdefid AS is_default,
+           -- 'FOR VALUES FROM (<lower>) TO (<upper>)': the text between 'FROM (' and the
+           -- first ') TO ('. Bounds hold no Vars, so deparsing needs no relation (0).
+           CASE WHEN pt.partstrat = 'r' AND c.oid <> pt.partdefid
+             THEN btrim(split_part(split_part(pg_get_expr(c.relpartbound, 0), ') TO (', 1),
+                                   'FOR VALUES FROM (', 2), '''')
+           END AS lower_bound,
+           CASE WHEN pt.partnatts = 1 THEN a.atttypid END AS key_type
+    FROM pg_partitioned_table pt
+    JOIN pg_inherits i ON i.inhparent = pt.partrelid
+    JOIN pg_class c ON c.oid = i.inhrelid
+    LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+), keyed AS MATERIALIZED (
+    -- Typed for single-column time and numeric keys; other keys order by the bound's text.
+    SELECT parent_oid, relname, is_default, lower_bound,
+           CASE
+             WHEN lower_bound IS NULL THEN NULL
+             WHEN lower_bound = 'MINVALUE' THEN '-Infinity'::numeric
+             WHEN lower_bound = 'MAXVALUE' THEN 'Infinity'::numeric
+             WHEN key_type = 'timestamptz'::regtype THEN extract(epoch FROM lower_bound::timestamptz)
+             WHEN key_type IN ('timestamp'::regtype, 'date'::regtype)
+               THEN extract(epoch FROM lower_bound::timestamp)
+             WHEN key_type IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'numeric'::regtype)
+               THEN lower_bound::numeric
+           END AS sort_key
+    FROM bounds
+), per_parent AS (
+    SELECT parent_oid,
+           count(*) AS partition_count,
+           count(*) FILTER (WHERE is_default) AS default_partitions,
+           (array_agg(relname ORDER BY sort_key, lower_bound)
+                FILTER (WHERE lower_bound IS NOT NULL))[1] AS oldest_partition,
+           (array_agg(relname ORDER BY sort_key DESC, lower_bound DESC)
+                FILTER (WHERE lower_bound IS NOT NULL))[1] AS newest_partition
+    FROM keyed
+    GROUP BY parent_oid
+)
+SELECT pn.nspname AS schema_name,
+       p.relname AS parent_table,
+       CASE pt.partstrat WHEN 'r' THEN 'range' WHEN 'l' THEN 'list' WHEN 'h' THEN 'hash' END AS strategy,
+       per_parent.partition_count,
+       per_parent.default_partitions,
+       per_parent.oldest_partition,
+       per_parent.newest_partition
+FROM per_parent
+JOIN pg_partitioned_table pt ON pt.partrelid = per_parent.parent_oid
+JOIN pg_class p ON p.oid = per_parent.parent_oid
+JOIN pg_namespace pn ON pn.oid = p.relnamespace;
+"""
+
 
 # Packed saves name their tables' layouts by fingerprint (lifecycle/savecopy.py); the
 # layouts live here, once each. compressed_state is zstd/zlib output already: TOAST
@@ -297,6 +358,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(2, "registry of packed-save layouts; compressed_state stored without pglz", (_SAVE_LAYOUTS,)),
     Migration(3, "registry of the zstd dictionaries packed saves are compressed with", (_SAVE_DICTIONARIES,)),
+    Migration(4, "partition_counts: each bound deparsed once, no regexp", (_PARTITION_COUNTS_BY_BOUND,)),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -70,3 +70,11 @@ def conn(bootstrapped_database):
     """A psycopg connection (autocommit off) on the module's bootstrapped database."""
     with db.connect(bootstrapped_database) as connection:
         yield connection
+
+
+def pytest_collection_modifyitems(items):
+    # A browser test starts `dagster dev` and Chromium: slow by nature, so `-m "not slow"`
+    # leaves it out without each browser module repeating the mark.
+    for item in items:
+        if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

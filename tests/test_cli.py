@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from cosmic_ops import cli, db, schema, settings
 
 
+@pytest.mark.slow
 def test_db_init_and_demo_load_commands(fresh_database):
     env = {settings.DATABASE_URL_ENV: fresh_database, "PATH": ""}
     run = [sys.executable, "-m", "cosmic_ops.cli"]
@@ -26,6 +29,7 @@ def test_db_init_and_demo_load_commands(fresh_database):
         assert conn.execute("SELECT count(*) FROM event_logs").fetchone()[0] == 100_000
 
 
+@pytest.mark.slow
 def test_dev_decides_the_first_month_before_the_definitions_load(tmp_path):
     # cosmic-ops dev sets COSMIC_OPS_FIRST_MONTH after importing cli and start, and the monthly
     # partitions read it when cosmic_ops.assets.common is imported: neither may import it first.
@@ -48,6 +52,7 @@ def test_dev_environment_keeps_a_given_dagster_home_and_storage(monkeypatch, tmp
     assert env[settings.DAGSTER_STORAGE_URL_ENV] == "postgresql+psycopg2://u@h/elsewhere"
 
 
+@pytest.mark.slow
 def test_db_stop_leaves_a_configured_server_alone(fresh_database):
     env = {**os.environ, settings.DATABASE_URL_ENV: fresh_database}
     done = subprocess.run([sys.executable, "-m", "cosmic_ops.cli", "db", "stop"], env=env, capture_output=True,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from cosmic_ops.definitions import defs
 
@@ -19,6 +20,7 @@ def test_defs_are_loadable_and_hold_cosmic_schema():
     assert "cosmic_schema" in keys
 
 
+@pytest.mark.slow
 def test_dagster_cli_validates_the_workspace():
     dagster = Path(sys.executable).with_name("dagster")
     done = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],

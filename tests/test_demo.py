@@ -24,6 +24,7 @@ def _count(conn, table, where="true"):
     return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(sql.Identifier(table))).fetchone()[0]
 
 
+@pytest.mark.slow
 def test_small_scale_row_counts(loaded):
     url, report = loaded
     scale = demo.SCALES["small"]
@@ -39,6 +40,7 @@ def test_small_scale_row_counts(loaded):
     assert report.total_rows == sum(report.rows.values()) and report.rows_per_s > 0
 
 
+@pytest.mark.slow
 def test_proportions_match_the_issue(loaded):
     url, _ = loaded
     with db.connect(url) as conn:
@@ -52,6 +54,7 @@ def test_proportions_match_the_issue(loaded):
     assert types == set(demo.BODY_TYPES)
 
 
+@pytest.mark.slow
 def test_event_logs_span_15_months_and_nothing_lands_in_default(loaded):
     url, _ = loaded
     with db.connect(url) as conn:
@@ -66,6 +69,7 @@ def test_event_logs_span_15_months_and_nothing_lands_in_default(loaded):
     assert per_month == 15
 
 
+@pytest.mark.slow
 def test_sequences_continue_after_loaded_ids(loaded):
     url, _ = loaded
     with db.connect(url) as conn:
@@ -86,6 +90,7 @@ def test_generation_is_deterministic_for_a_seed():
     assert not first["celestial_bodies"].equals(other["celestial_bodies"])
 
 
+@pytest.mark.slow
 def test_loading_twice_is_refused_and_changes_nothing(loaded):
     url, _ = loaded
     with db.connect(url) as conn:
@@ -96,6 +101,7 @@ def test_loading_twice_is_refused_and_changes_nothing(loaded):
         assert _count(conn, "event_logs") == before
 
 
+@pytest.mark.slow
 def test_replace_reloads_identically(new_database):
     with db.connect(new_database) as conn:
         schema.bootstrap(conn)

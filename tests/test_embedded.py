@@ -14,6 +14,8 @@ import pytest
 
 from cosmic_ops import schema, settings
 
+pytestmark = pytest.mark.slow  # starts the embedded server through the CLI
+
 
 @pytest.fixture()
 def state_dir():

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # one Python subprocess per module
+
 MODULES = ["cosmic_ops.backups", "cosmic_ops.backups.policy", "cosmic_ops.partitions", "cosmic_ops.retention",
            "cosmic_ops.recovery", "cosmic_ops.lifecycle", "cosmic_ops.monitoring", "cosmic_ops.assets.common",
            "cosmic_ops.definitions", "cosmic_ops.backups.restore", "cosmic_ops.partitions.maintain",

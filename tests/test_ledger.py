@@ -43,6 +43,7 @@ def _retire(conninfo, store, month, policy=RetentionPolicy()):
         return retire_month(conn, store, conninfo=conninfo, month=month, policy=policy, today=TODAY)
 
 
+@pytest.mark.slow
 def test_a_month_through_its_whole_life(months, store):
     store, client = store
     # created: attached, with the catalog's bounds, rows and bytes; no backup yet
@@ -86,6 +87,7 @@ def test_a_month_through_its_whole_life(months, store):
     assert restore.sha256 == second.manifest.sha256 and march.problems == []
 
 
+@pytest.mark.slow
 def test_archived_month_and_a_restore_into_a_named_table(months, store):
     store, client = store
     backed_up(months, store, client, APRIL)
@@ -101,6 +103,7 @@ def test_archived_month_and_a_restore_into_a_named_table(months, store):
     assert not april.restores[0].attached
 
 
+@pytest.mark.slow
 def test_a_dropped_months_damaged_backup_is_reported(months, store):
     store, client = store
     generation = backed_up(months, store, client, MAY)

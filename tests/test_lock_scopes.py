@@ -88,6 +88,7 @@ def _snapshot(conninfo):
         return tree_snapshot(conn)
 
 
+@pytest.mark.slow
 def test_partition_creation_and_retirement_exclude_each_other(months, tmp_path, monkeypatch):
     store, client = store_for(months, tmp_path)
     month = date(2025, 1, 1)
@@ -113,6 +114,7 @@ def test_partition_creation_and_retirement_exclude_each_other(months, tmp_path, 
     assert retiring.result.rows_retired == 41 and _attached(months, month) is None
 
 
+@pytest.mark.slow
 def test_partition_creation_and_restore_exclude_each_other(months, tmp_path, monkeypatch):
     store, client = store_for(months, tmp_path)
     month = date(2025, 2, 1)
@@ -142,6 +144,7 @@ def test_partition_creation_and_restore_exclude_each_other(months, tmp_path, mon
     assert creating.result.created == ["event_logs_2027_07"]
 
 
+@pytest.mark.slow
 def test_rehoming_and_retirement_exclude_each_other(months, tmp_path, monkeypatch):
     store, client = store_for(months, tmp_path)
     month = date(2025, 3, 1)
@@ -180,6 +183,7 @@ def _vacuum_without_public_on_the_search_path(conn, table, log=lambda line: None
     return run_vacuum(conn, plan_vacuum(conn, [("public", table)]), log=log)
 
 
+@pytest.mark.slow
 def test_vacuum_and_retirement_exclude_each_other(months, tmp_path, monkeypatch):
     store, client = store_for(months, tmp_path)
     month = date(2025, 4, 1)

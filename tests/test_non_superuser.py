@@ -41,6 +41,7 @@ def owner_database(server_conninfo):
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
+@pytest.mark.slow
 def test_owner_role_runs_the_maintenance_assets(owner_database, tmp_path):
     with db.connect(owner_database) as conn:
         assert conn.execute("SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"

@@ -63,6 +63,7 @@ def _journal(store, conninfo, month):
     return store.read_retirement(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"], "event_logs", month)
 
 
+@pytest.mark.slow
 def test_killed_just_before_the_done_write_is_done_with_a_verified_backup_only(months, tmp_path):
     store, client = store_for(months, tmp_path)
     month = date(2025, 1, 1)
@@ -89,6 +90,7 @@ def test_killed_just_before_the_done_write_is_done_with_a_verified_backup_only(m
     assert _journal(store, months, month)["state"] == "detached"
 
 
+@pytest.mark.slow
 def test_killed_after_the_move_to_the_archive_schema_is_done(months, tmp_path):
     store, client = store_for(months, tmp_path)
     month = date(2025, 3, 1)
@@ -119,6 +121,7 @@ def test_month_detached_before_its_journal_said_so_is_undone_by_the_next_job_wit
     assert _journal(store, months, month) is None
 
 
+@pytest.mark.slow
 def test_month_detached_before_its_journal_said_so_is_finished_by_the_next_job_with_proof(months, tmp_path):
     store, client = store_for(months, tmp_path)
     month = date(2025, 5, 1)
@@ -195,6 +198,7 @@ def test_a_pending_detach_no_journal_explains_is_finalized_and_attached_again_by
                for line in result.recovery.actions)
 
 
+@pytest.mark.slow
 def test_a_pending_detach_of_a_journalled_retirement_is_finished_by_the_next_job(no_default, tmp_path):
     store, client = store_for(no_default, tmp_path)
     month = date(2025, 1, 1)

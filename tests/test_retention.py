@@ -54,6 +54,8 @@ def months(bootstrapped_database):
     with db.connect(bootstrapped_database) as conn:
         for m in range(1, 10):
             make_month(conn, date(2025, m, 1), 300 + m)
+        for m in (11, 12):
+            make_month(conn, date(2024, m, 1), 280 + m)
         make_month(conn, date(2026, 1, 1), 50)
     return bootstrapped_database
 
@@ -68,57 +70,72 @@ def test_policy_values_carry_units():
         RetentionPolicy(action="truncate")
 
 
-def test_refuses_month_without_backup(months, tmp_path):
-    with db.connect(months) as conn:
-        store, _ = store_and_client(tmp_path, conn)
-    before = _catalog(months)
-    with pytest.raises(RetentionRefused, match="no backup of event_logs 2025-01"):
-        _retire(months, store, date(2025, 1, 1))
-    assert _catalog(months) == before
+# Each refusal's state, made on its own month: (conninfo, store, client) -> the month to retire.
+def _no_backup(conninfo, store, client):
+    return date(2025, 1, 1)
 
 
-def test_refuses_month_inside_the_window(months, tmp_path):
-    with db.connect(months) as conn:
-        store, client = store_and_client(tmp_path, conn)
-    _backed_up(months, store, client, date(2026, 1, 1))
-    before = _catalog(months)
-    with pytest.raises(RetentionRefused, match="inside the retention window"):
-        _retire(months, store, date(2026, 1, 1))
-    assert _catalog(months) == before
+def _inside_the_window(conninfo, store, client):
+    _backed_up(conninfo, store, client, date(2026, 1, 1))
+    return date(2026, 1, 1)
 
 
-def test_refuses_stale_backup_with_rows_added_after_the_dump(months, tmp_path):
-    with db.connect(months) as conn:
-        store, client = store_and_client(tmp_path, conn)
-    _backed_up(months, store, client, date(2025, 2, 1))
-    with db.connect(months) as conn:
+def _rows_added_after_the_dump(conninfo, store, client):
+    _backed_up(conninfo, store, client, date(2025, 2, 1))
+    with db.connect(conninfo) as conn:
         add_rows(conn, date(2025, 2, 1), 3, player_base=5000)
-    before = _catalog(months)
-    with pytest.raises(RetentionRefused, match="stale backup.*305 rows now.*302"):
-        _retire(months, store, date(2025, 2, 1))
-    assert _catalog(months) == before
+    return date(2025, 2, 1)
 
 
-def test_refuses_unverified_and_corrupted_backups(months, tmp_path):
-    with db.connect(months) as conn:
-        store, client = store_and_client(tmp_path, conn)
-    month = date(2025, 3, 1)
-    generation = _backed_up(months, store, client, month, verify=False)
-    with pytest.raises(RetentionRefused, match="never verified"):
-        _retire(months, store, month)
-    assert verify_month_backup(store, generation, conninfo=months, client=client).ok
+def _never_verified(conninfo, store, client):
+    _backed_up(conninfo, store, client, date(2025, 3, 1), verify=False)
+    return date(2025, 3, 1)
+
+
+def _corrupt(generation):
     data = bytearray(generation.file.read_bytes())
     data[-100] ^= 0xFF
     generation.file.write_bytes(bytes(data))
-    # the verification record still says ok: the core re-hashes the file itself
-    with pytest.raises(RetentionRefused, match="no longer match their sha256"):
+
+
+def _corrupted_after_its_verification(conninfo, store, client):
+    # The verification record still says ok: the core re-hashes the file itself.
+    _corrupt(_backed_up(conninfo, store, client, date(2024, 11, 1)))
+    return date(2024, 11, 1)
+
+
+def _last_verification_failed(conninfo, store, client):
+    generation = _backed_up(conninfo, store, client, date(2024, 12, 1))
+    _corrupt(generation)
+    assert verify_month_backup(store, generation, conninfo=conninfo, client=client).ok is False
+    return date(2024, 12, 1)
+
+
+# A state made with a verified backup (pg_dump, then pg_restore into a scratch database) is slow.
+_REFUSALS = [
+    pytest.param(_no_backup, "no backup of event_logs 2025-01"),
+    pytest.param(_inside_the_window, "inside the retention window", marks=pytest.mark.slow),
+    pytest.param(_rows_added_after_the_dump, "stale backup.*305 rows now.*302", marks=pytest.mark.slow),
+    pytest.param(_never_verified, "never verified"),
+    pytest.param(_corrupted_after_its_verification, "no longer match their sha256", marks=pytest.mark.slow),
+    pytest.param(_last_verification_failed, "last verification failed", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("make_state, refusal", _REFUSALS,
+                         ids=[param.values[0].__name__.strip("_") for param in _REFUSALS])
+def test_refusals_change_nothing(months, tmp_path, make_state, refusal):
+    with db.connect(months) as conn:
+        store, client = store_and_client(tmp_path, conn)
+    month = make_state(months, store, client)
+    before = _catalog(months)
+    with pytest.raises(RetentionRefused, match=refusal):
         _retire(months, store, month)
-    assert verify_month_backup(store, generation, conninfo=months, client=client).ok is False
-    with pytest.raises(RetentionRefused, match="last verification failed"):
-        _retire(months, store, month)
+    assert _catalog(months) == before
     assert _attached(months, month) is not None
 
 
+@pytest.mark.slow
 def test_dry_run_shows_the_plan_and_changes_nothing(months, tmp_path):
     with db.connect(months) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -134,6 +151,7 @@ def test_dry_run_shows_the_plan_and_changes_nothing(months, tmp_path):
     assert _catalog(months) == before
 
 
+@pytest.mark.slow
 def test_retires_with_plain_detach_and_drop_rows_only_in_backup(months, tmp_path):
     with db.connect(months) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -161,6 +179,7 @@ def test_retires_with_plain_detach_and_drop_rows_only_in_backup(months, tmp_path
     assert again.scratch and not scratch_exists(months, again.scratch)
 
 
+@pytest.mark.slow
 def test_retires_into_archive_schema(months, tmp_path):
     with db.connect(months) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -182,6 +201,7 @@ def test_retires_into_archive_schema(months, tmp_path):
     assert month_rows(db.connect(months), month) == []
 
 
+@pytest.mark.slow
 def test_rows_arriving_between_check_and_detach_reattach_and_refuse(months, tmp_path):
     with db.connect(months) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -199,6 +219,7 @@ def test_rows_arriving_between_check_and_detach_reattach_and_refuse(months, tmp_
     assert store.read_retirement(plan.backup.manifest.database, "event_logs", month) is None
 
 
+@pytest.mark.slow
 def test_rows_updated_before_detach_are_caught_by_the_checksum(months, tmp_path):
     with db.connect(months) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -216,6 +237,7 @@ def test_rows_updated_before_detach_are_caught_by_the_checksum(months, tmp_path)
     assert len(month_rows(db.connect(months), month)) == 309
 
 
+@pytest.mark.slow
 def test_run_killed_after_detach_finishes_next_time(months, tmp_path):
     with db.connect(months) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -246,6 +268,7 @@ def no_default(new_database):
     return bootstrap_without_default(new_database, [date(2025, 1, 1), date(2025, 2, 1)], 200)
 
 
+@pytest.mark.slow
 def test_detaches_concurrently_without_default(no_default, tmp_path):
     with db.connect(no_default) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -258,6 +281,7 @@ def test_detaches_concurrently_without_default(no_default, tmp_path):
     assert len(month_rows(db.connect(no_default), date(2025, 2, 1))) == 200
 
 
+@pytest.mark.slow
 def test_interrupted_concurrent_detach_is_finalized(no_default, tmp_path):
     with db.connect(no_default) as conn:
         store, client = store_and_client(tmp_path, conn)

@@ -30,6 +30,8 @@ from cosmic_ops.timeutil import add_months, month_start
 
 from .clock import NOW, TODAY
 
+pytestmark = pytest.mark.slow  # the whole start: demo data, Dagster runs, `cosmic-ops dev` in a subprocess
+
 MONITORING = ("partition_sizes", "partition_counts", "event_log_ledger")
 BOOTSTRAP_JOBS = ("cosmic_schema_job", "event_log_partitions_job", "event_log_retirement_job",
                   "monitoring_snapshot_job", "event_log_ledger_job")

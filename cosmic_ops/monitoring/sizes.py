@@ -1,7 +1,7 @@
 """Sizes and counts of every partitioned table, read from the catalog.
 
 Both come from the views ``partition_sizes`` and ``partition_counts`` that
-bootstrap keeps (schema migration 1): catalog-based (``pg_inherits``,
+bootstrap keeps (schema migrations 1 and 3): catalog-based (``pg_inherits``,
 ``relpartbound``), so every partitioned table shows up, not only names matching
 the seed's ``LIKE 'event_logs_%'``, and oldest/newest are ordered by bound.
 Reading the views here keeps the assets and the views from drifting apart.

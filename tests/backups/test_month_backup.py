@@ -50,6 +50,7 @@ def test_backup_writes_dump_and_manifest_from_the_dump_snapshot(seeded, tmp_path
     assert result.mb_per_s > 0
 
 
+@pytest.mark.slow
 def test_verification_restores_into_scratch_database_and_counts(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -64,6 +65,7 @@ def test_verification_restores_into_scratch_database_and_counts(seeded, tmp_path
     assert verification.scratch and not scratch_exists(seeded, verification.scratch)
 
 
+@pytest.mark.slow
 def test_verification_in_scratch_schema_matches_too(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -75,6 +77,7 @@ def test_verification_in_scratch_schema_matches_too(seeded, tmp_path):
     assert verification.scratch and not scratch_exists(seeded, verification.scratch)
 
 
+@pytest.mark.slow
 def test_empty_month_backs_up_and_verifies(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -83,6 +86,7 @@ def test_empty_month_backs_up_and_verifies(seeded, tmp_path):
     assert verification.ok and verification.rows == 0 == generation.manifest.rows
 
 
+@pytest.mark.slow
 def test_flipped_bytes_fail_verification(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -223,6 +227,7 @@ def test_staging_left_by_a_killed_run_is_cleared_next_time(seeded, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [result.generation.name]
 
 
+@pytest.mark.slow
 def test_role_without_createdb_verifies_in_a_scratch_schema(seeded, tmp_path):
     """The fallback chosen by the verifier itself, for a real role that may not CREATE DATABASE."""
     import uuid

@@ -33,6 +33,7 @@ def _columns(conn, table):
         .replace("{}", table)).fetchall()
 
 
+@pytest.mark.slow
 def test_restore_into_a_named_table_reads_identically(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -67,6 +68,7 @@ def test_restore_needs_a_verified_backup(seeded, tmp_path):
         assert conn.execute("SELECT to_regclass('elsewhere')").fetchone()[0] is None
 
 
+@pytest.mark.slow
 def test_restore_killed_after_the_copy_only_attaches_next_time(seeded, tmp_path):
     month = date(2025, 10, 1)
     with db.connect(seeded) as conn:
@@ -83,6 +85,7 @@ def test_restore_killed_after_the_copy_only_attaches_next_time(seeded, tmp_path)
     assert month_rows(db.connect(seeded), month) == original
 
 
+@pytest.mark.slow
 def test_full_backup_in_parallel_verifies_per_table_counts(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)
@@ -97,6 +100,7 @@ def test_full_backup_in_parallel_verifies_per_table_counts(seeded, tmp_path):
     assert verification.scratch and not scratch_exists(seeded, verification.scratch)
 
 
+@pytest.mark.slow
 def test_corrupted_full_backup_fails_verification(seeded, tmp_path):
     with db.connect(seeded) as conn:
         store, client = store_and_client(tmp_path, conn)

@@ -25,6 +25,8 @@ from cosmic_ops.backups.scratch import SCRATCH_MARKER, SCRATCH_PREFIX, drop_stal
 
 from .helpers import make_month, store_and_client
 
+pytestmark = pytest.mark.slow  # kills verifications running in subprocesses
+
 MONTH = date(2025, 4, 1)
 POLL_LIMIT_S = 30  # a failure bound only: every wait polls its condition
 

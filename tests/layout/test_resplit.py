@@ -118,6 +118,7 @@ def _assert_same_rows(conninfo: str) -> None:
         assert _rows(conn, "celestial_bodies_planets") == _rows(conn, "shadow")
 
 
+@pytest.mark.slow
 def test_planets_split_4_to_8_while_the_game_plays(demo_db):
     with psycopg.connect(demo_db) as conn:
         before = _rows(conn, PLANETS)
@@ -163,6 +164,7 @@ def test_planets_split_4_to_8_while_the_game_plays(demo_db):
         assert fks == 8
 
 
+@pytest.mark.slow
 def test_a_dry_run_changes_nothing(demo_db):
     with psycopg.connect(demo_db) as conn:
         before = _partitions(conn)
@@ -179,6 +181,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["begun", "batch", "verified", "swapped"])
 def test_a_split_killed_at_any_point_completes_on_rerun(demo_db, point):
     def hook(reached: str) -> None:
@@ -206,6 +209,7 @@ def test_a_split_killed_at_any_point_completes_on_rerun(demo_db, point):
         assert _leftovers(conn) == (0, 0)
 
 
+@pytest.mark.slow
 def test_kept_old_partitions_are_dropped_only_after_verification_and_retention(demo_db):
     with psycopg.connect(demo_db) as conn:
         result = resplit_hash_partitions(conn, PLANETS, 8, remainders=[2], keep_old=True, retry=PATIENT)

@@ -13,6 +13,8 @@ from cosmic_ops.layout.skew import ROWS_ESTIMATE, ROWS_ESTIMATE_LIVE, ROWS_EXACT
 from ..monitoring.helpers import flush_stats
 from .helpers import create_hash_table, fill, keys_in_remainder, load_demo, rows_by_partition
 
+pytestmark = pytest.mark.slow  # loads the demo data
+
 HOT_KEY = 42
 PLANETS = "public.celestial_bodies_planets"
 

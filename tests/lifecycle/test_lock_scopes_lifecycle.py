@@ -25,6 +25,8 @@ from ..clock import NOW
 from ..paused import Paused
 from .helpers import destroyed_months, inactive_save_months, load_demo
 
+pytestmark = pytest.mark.slow  # loads the demo data
+
 
 @pytest.fixture(scope="module")
 def demo(bootstrapped_database):

@@ -27,6 +27,8 @@ from cosmic_ops.lifecycle.saves import (
 from ..clock import NOW
 from .helpers import SAVE_TABLES, KillableWorker, inactive_save_months, load_demo, rows_as_text
 
+pytestmark = pytest.mark.slow  # every test packs saves of a loaded demo database
+
 # Values that trip naive serializers: NULLs next to empty strings, quotes, backslashes,
 # commas, parentheses, newlines, unicode, nested jsonb, special floats, microseconds.
 _TRICKY_BODY = """
@@ -262,22 +264,51 @@ def test_killed_compression_loses_nothing_and_the_rerun_finishes(new_database):
     _nothing_lost_and_the_rerun_finishes(new_database, month, due, before)
 
 
+_PACK_WORKER = "cosmic_ops:test-pack-worker"
+
+
+def _workers_waiting_on_a_lock(conninfo: str, count: int, limit_s: float = 120) -> list[int]:
+    """The pids of ``count`` worker sessions once each waits on a lock (a polled condition;
+    the limit only keeps a broken test from hanging)."""
+    deadline = time.monotonic() + limit_s
+    with psycopg.connect(conninfo, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            pids = [r[0] for r in watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+                (_PACK_WORKER,))]
+            if len(pids) == count:
+                return pids
+            time.sleep(0.01)
+    raise AssertionError(f"{count} pack workers never waited on a lock together")
+
+
 def test_killed_worker_processes_lose_nothing_and_the_rerun_finishes(new_database):
     load_demo(new_database, seed=23)
     month, due, before = _busiest_month_and_its_saves(new_database)
     slow = SavePolicy(throttle=Throttle(batch_size=1, pause_s=0.05), workers=2)
-    sessions = db.SessionSpec(new_database, application_name="cosmic_ops:test-pack-worker")
-    worker = KillableWorker(new_database, lambda c: compress_inactive_saves(c, month, slow,
-                                                                           worker_sessions=sessions, now=NOW)).start()
-    with psycopg.connect(new_database, autocommit=True) as watcher:
-        while worker.thread.is_alive() and not watcher.execute(
-                "SELECT count(*) >= 3 FROM game_saves WHERE compressed_state IS NOT NULL").fetchone()[0]:
-            time.sleep(0.01)
-        killed = watcher.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                 "WHERE application_name = 'cosmic_ops:test-pack-worker'").fetchone()[0]
+    sessions = db.SessionSpec(new_database, application_name=_PACK_WORKER)
+    # A SHARE lock on save_research stops every batch at its DELETE from that table (the
+    # batch's last), inside the batch's transaction: with it the test holds both workers
+    # in the middle of a batch, so both sessions exist when they are killed.
+    hold = "LOCK TABLE save_research IN SHARE MODE"
+    with psycopg.connect(new_database) as gate:
+        gate.execute(hold)
+        worker = KillableWorker(new_database, lambda c: compress_inactive_saves(
+            c, month, slow, worker_sessions=sessions, now=NOW)).start()
+        _workers_waiting_on_a_lock(new_database, 2)  # both workers started
+        gate.commit()
+        with psycopg.connect(new_database, autocommit=True) as watcher:
+            while worker.thread.is_alive() and not watcher.execute(
+                    "SELECT count(*) >= 3 FROM game_saves WHERE compressed_state IS NOT NULL").fetchone()[0]:
+                time.sleep(0.01)
+        gate.execute(hold)
+        waiting = _workers_waiting_on_a_lock(new_database, 2)
+        killed = gate.execute("SELECT pid FROM unnest(%s::int[]) AS w(pid) WHERE pg_terminate_backend(pid)",
+                              (waiting,)).fetchall()
+        gate.rollback()
     worker.thread.join()
     worker.conn.close()
-    assert killed == 2
+    assert sorted(pid for (pid,) in killed) == sorted(waiting)
     assert isinstance(worker.error, psycopg.OperationalError)
     _nothing_lost_and_the_rerun_finishes(new_database, month, due, before)
 

@@ -126,6 +126,7 @@ def _phases(conninfo: str) -> list[str]:
         return [r[0] for r in conn.execute("SELECT phase FROM cosmic_ops.online_moves ORDER BY move_id")]
 
 
+@pytest.mark.slow
 def test_months_are_created_online_while_the_game_changes_every_kind_of_row(event_db):
     _seed(event_db)
     scripted, background = Game(event_db, seed=1), Game(event_db, seed=2)
@@ -175,6 +176,7 @@ class Killed(Exception):
     """Stands for the process dying at a point: nothing after it runs."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["begun", "batch", "copied", "verified", "swapped"])
 def test_a_move_killed_at_any_point_is_undone_or_finished_by_the_next_run(event_db, point):
     _seed(event_db)
