@@ -30,7 +30,7 @@ from cosmic_ops.timeutil import add_months, month_start
 
 from .clock import NOW, TODAY
 
-MONITORING = ("partition_sizes", "partition_counts", "event_log_ledger")
+MONITORING = ("partition_sizes", "partition_counts", "event_logs_table", "event_log_ledger")
 BOOTSTRAP_JOBS = ("cosmic_schema_job", "event_log_partitions_job", "event_log_retirement_job",
                   "monitoring_snapshot_job", "event_log_ledger_job")
 
