@@ -11,8 +11,8 @@ the product's own named jobs, recorded in the Dagster instance the UI reads:
    it ``nothing_attached_past_retention`` would fail at once while the retention schedule is
    off. A database that already held data is never retired here: that stays the operator's
    decision (the schedule, or a run from the UI), and the check says when it is due;
-5. ``monitoring_snapshot_job`` (``partition_sizes``, ``partition_counts`` and their check) and
-   ``event_log_ledger_job``.
+5. ``monitoring_snapshot_job`` (``partition_sizes``, ``partition_counts``, ``event_logs_table``
+   and their checks) and ``event_log_ledger_job``.
 
 The first month the monthly partitions show (``COSMIC_OPS_FIRST_MONTH``) is decided before
 the definitions load: the earliest month the database or the backup store knows, else the
@@ -105,7 +105,7 @@ def bootstrap(instance, *, conninfo: str, scale: str, now: datetime,
     record_demo_months(instance, scale, now, run)
     if report.demo_loaded:
         retire_demo_backlog(conninfo, now, run, log)
-    run("monitoring_snapshot_job", "partition_sizes, partition_counts")
+    run("monitoring_snapshot_job", "partition_sizes, partition_counts, event_logs_table")
     run("event_log_ledger_job", "the month ledger")
     return report
 

@@ -32,7 +32,7 @@ from .clock import NOW, TODAY
 
 pytestmark = pytest.mark.slow  # the whole start: demo data, Dagster runs, `cosmic-ops dev` in a subprocess
 
-MONITORING = ("partition_sizes", "partition_counts", "event_log_ledger")
+MONITORING = ("partition_sizes", "partition_counts", "event_logs_table", "event_log_ledger")
 BOOTSTRAP_JOBS = ("cosmic_schema_job", "event_log_partitions_job", "event_log_retirement_job",
                   "monitoring_snapshot_job", "event_log_ledger_job")
 
