@@ -11,7 +11,6 @@ import dagster as dg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cosmic_ops import db, schema
 from cosmic_ops.assets import event_logs
@@ -209,11 +208,6 @@ def test_each_month_of_a_range_run_carries_its_own_metadata(database):
         assert meta["lock_wait_s"] >= 0 and meta["lock_attempts"] == (1 if key == new else 0)
 
 
-def test_range_tags_are_dagsters_own():
-    assert (event_logs.RANGE_START_TAG, event_logs.RANGE_END_TAG) == (
-        ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
-
-
 def test_schedules_request_the_newest_month_and_the_whole_window(database):
     defs = dg.Definitions.merge(event_logs.defs, dg.Definitions(resources=resources(database)))
     monthly = defs.resolve_schedule_def("event_log_partitions_monthly_schedule")
@@ -229,8 +223,8 @@ def test_schedules_request_the_newest_month_and_the_whole_window(database):
     tick = datetime(2026, 11, 21, 0, 5, tzinfo=timezone.utc)
     with dg.build_schedule_context(scheduled_execution_time=tick) as context:
         (request,) = daily.evaluate_tick(context).run_requests
-    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-08-01"
-    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2027-02-01"
+    assert request.tags[event_logs.RANGE_START_TAG] == "2026-08-01"
+    assert request.tags[event_logs.RANGE_END_TAG] == "2027-02-01"
 
 
 def test_sensor_requests_rehoming_and_the_job_moves_rows(database):
