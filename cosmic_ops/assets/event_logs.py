@@ -50,7 +50,7 @@ GROUP = "event_logs"
 ASSET_KEY = dg.AssetKey("event_log_partitions")
 TABLE_KEY = dg.AssetKey("event_logs_table")
 # Tags Dagster reads to run one partition range in a single run (as the UI's
-# "launch single run" does); tests pin them to Dagster's own constants.
+# "launch single run" does); the range-run test proves Dagster reads them.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
