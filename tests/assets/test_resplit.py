@@ -35,7 +35,7 @@ def _bounds(conninfo: str) -> list[str]:
 
 
 def _run(job_name: str, conninfo: str, instance: dg.DagsterInstance, run_config: dict):
-    job = defs.get_job_def(job_name)
+    job = defs.resolve_job_def(job_name)
     return job.execute_in_process(run_config=run_config, instance=instance, tags=RUN_TAGS, raise_on_error=False,
                                   resources={"postgres": PostgresResource(database_url=conninfo)})
 
