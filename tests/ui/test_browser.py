@@ -241,13 +241,19 @@ def test_partition_bar_after_a_retirement(ui, browser):
 
 
 def _checks_tab(browser, url: str, asset: str, checks: list[str]) -> tuple[str, Path]:
-    page = open_page(browser, f"{url}/assets/{asset}?view=checks")
-    for name in checks:
-        page.get_by_text(name).first.wait_for()
-    page.get_by_text("Evaluation result").first.wait_for()  # the selected check's latest execution
-    body = page.inner_text("body")
-    path = screenshot(page, f"{asset}-checks")
-    page.close()
+    # A sensor may have started another evaluation since the start: read the tab once no check
+    # of it is still running (at most 30 reloads), so what is read is a finished result.
+    for _ in range(30):
+        page = open_page(browser, f"{url}/assets/{asset}?view=checks")
+        for name in checks:
+            page.get_by_text(name).first.wait_for()
+        page.get_by_text("Evaluation result").first.wait_for()  # the selected check's latest execution
+        body = page.inner_text("body")
+        path = screenshot(page, f"{asset}-checks")
+        page.close()
+        if "Running" not in body:
+            break
+        time.sleep(2)
     return body, path
 
 
