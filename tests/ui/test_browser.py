@@ -150,19 +150,17 @@ def browser(ui):
         pytest.fail("playwright is not installed: pip install -e '.[dev]'")
     # The browser only shows what the product serves: when scripts/test-at-dates moves the clock
     # (libfaketime, preloaded), the product runs on the moved clock, while the browser and its
-    # driver, which are not under test, start without the preload.
-    preload = os.environ.pop("LD_PRELOAD", None)
-    try:
-        with sync_playwright() as playwright:
-            instance = playwright.chromium.launch(executable_path=ui["chromium"], headless=True, args=CHROMIUM_ARGS)
-            context = instance.new_context(viewport={"width": 2400, "height": 2600})
-            context.set_default_timeout(PAGE_LIMIT_MS)
-            yield context
-            context.close()
-            instance.close()
-    finally:
-        if preload is not None:
-            os.environ["LD_PRELOAD"] = preload
+    # driver, which are not under test, start without the preload. The preload is not put back:
+    # setenv while the driver's threads read the environment crashed the test process under
+    # libfaketime (a segfault at teardown), and the browser tests run last in the session.
+    os.environ.pop("LD_PRELOAD", None)
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=ui["chromium"], headless=True, args=CHROMIUM_ARGS)
+        context = instance.new_context(viewport={"width": 2400, "height": 2600})
+        context.set_default_timeout(PAGE_LIMIT_MS)
+        yield context
+        context.close()
+        instance.close()
 
 
 def open_page(browser, url: str):
