@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 from .. import db
-from ..fingerprint import fingerprint
+from ..fingerprint import fingerprint, table_columns
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ class OnlineMove:
 
     def _verify(self, conn: psycopg.Connection, outcome: MoveOutcome) -> None:
         """Per route, the source's rows for it against the new table, in one snapshot."""
-        columns = compared_columns(conn, self.source.oid)
+        columns = table_columns(conn, self.source.schema, self.source.name)  # all, generated ones too
         db.end_read(conn)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if conn.autocommit else
                      "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -450,13 +450,6 @@ class OnlineMove:
 
     def _record(self, conn: psycopg.Connection, move_id: int) -> "MoveRecord":
         return next(r for r in read_moves(conn, self.root_oid, phases=None) if r.move_id == move_id)
-
-
-def compared_columns(conn: psycopg.Connection, relation_oid: int) -> tuple[str, ...]:
-    """Columns compared by the verification: all of them (generated ones too)."""
-    rows = conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::oid AND attnum > 0 "
-                        "AND NOT attisdropped ORDER BY attnum", (relation_oid,)).fetchall()
-    return tuple(r[0] for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------
