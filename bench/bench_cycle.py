@@ -88,7 +88,7 @@ GAME_SCRIPT = game_script(PLAYER_FEED)
 PGBENCH_FAILURES = ("--max-tries=1", "--failures-detailed")
 # How long a maintenance DDL waits for its lock (each attempt); game statements queue behind
 # a waiting DDL at most that long, which is the bound the goal sets for the game's maximum.
-LOCK_TIMEOUT_MS = db.RetryPolicy().lock_timeout_ms
+LOCK_TIMEOUT_MS = db.LockRetryPolicy().lock_timeout_ms
 WARMUP_S = 2.0
 TAIL_S = 1.0
 P99_GOAL = 2.0

@@ -11,7 +11,7 @@ template of two copies, one per contender, so each splits the same rows:
   are gone from the game's view, and a game insert for those saves meets no partition
   until the CREATEs;
 - ``cosmic_ops``: ``resplit_hash_partitions(conn, 'celestial_bodies_planets', 8)`` with the
-  policy's defaults (batches of 10,000 rows, ``db.RetryPolicy()``): capture trigger, batched
+  policy's defaults (batches of 10,000 rows, ``db.LockRetryPolicy()``): capture trigger, batched
   copy, verification, a short swap per old partition.
 
 While each contender runs, pgbench plays the game on planets at a fixed rate (``-R``, 4
@@ -38,7 +38,7 @@ of the first read that came back empty to the start of the next read that found 
 united over the saves (resolution: one probe round, ~20 ms).
 Goals (MET / MISSED): ours 0 failed game transactions (failed + aborted + lost updates)
 and 0 seconds invisible; our game's longest transaction during the split below the
-maintenance ``lock_timeout`` (``db.RetryPolicy().lock_timeout_ms``); our copy's rows/s at
+maintenance ``lock_timeout`` (``db.LockRetryPolicy().lock_timeout_ms``); our copy's rows/s at
 least half the seed's ``INSERT ... SELECT`` rows/s.
 
 Verified after each contender, with the game stopped (why it is sound: the game never
@@ -97,7 +97,7 @@ from cosmic_ops.layout.resplit import SplitResult, resplit_hash_partitions  # no
 
 SCHEMA, TABLE = "public", "celestial_bodies_planets"
 MODULUS = 8
-LOCK_TIMEOUT_MS = db.RetryPolicy().lock_timeout_ms
+LOCK_TIMEOUT_MS = db.LockRetryPolicy().lock_timeout_ms
 GAME_COLUMNS = ("position_x", "updated_at")  # what the game's update writes
 WARMUP_S = 2.0
 TAIL_S = 1.0

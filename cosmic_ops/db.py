@@ -70,9 +70,13 @@ def connect(
     application_name: str = DEFAULT_APPLICATION_NAME,
     lock_timeout: str = "5s",
     statement_timeout: str = "0",
-    autocommit: bool = False,
+    autocommit: bool = True,
 ) -> psycopg.Connection:
     """Open a maintenance session: named in pg_stat_activity, bounded lock waits.
+
+    Sessions are in autocommit: whatever must be atomic says so with ``with conn.transaction()``
+    (psycopg's own advice), so no read leaves a transaction open that a later batch or DDL would
+    nest in by accident.
 
     Errors never carry the password: psycopg's messages quote the server, not the
     conninfo, and we re-raise with a redacted description.
@@ -103,7 +107,7 @@ class SessionSpec:
     lock_timeout: str = "5s"
     statement_timeout: str = "0"
 
-    def connect(self, *, autocommit: bool = False) -> psycopg.Connection:
+    def connect(self, *, autocommit: bool = True) -> psycopg.Connection:
         return connect(self.conninfo, application_name=self.application_name, lock_timeout=self.lock_timeout,
                        statement_timeout=self.statement_timeout, autocommit=autocommit)
 
@@ -197,7 +201,7 @@ class LockRetriesExhausted(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class LockRetryPolicy:
     lock_timeout_ms: int = 2000
     attempts: int = 5
     backoff_s: float = 0.5
@@ -226,7 +230,7 @@ def retrying(
     attempt_once: Callable[[int], T],
     *,
     what: str,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: LockRetryPolicy = LockRetryPolicy(),
     retried: tuple[type[BaseException], ...] = RETRIED_CONFLICTS,
     exhausted: Callable[[], str] = lambda: "Nothing was changed.",
     sleep: Callable[[float], None] = time.sleep,
@@ -264,7 +268,7 @@ def run_locked(
     work: Callable[[psycopg.Connection], object],
     *,
     what: str,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: LockRetryPolicy = LockRetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
 ) -> DdlOutcome:
     """Run ``work`` in one transaction under ``SET LOCAL lock_timeout`` (``retrying``): a lock
@@ -285,7 +289,7 @@ def run_locked(
 
 
 def execute_with_retry(
-    conn: psycopg.Connection, statement: sql.Composable, *, what: str, policy: RetryPolicy = RetryPolicy(),
+    conn: psycopg.Connection, statement: sql.Composable, *, what: str, policy: LockRetryPolicy = LockRetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """One statement that cannot sit in a transaction block (VACUUM), on an autocommit session
@@ -300,7 +304,7 @@ def run_ddl(
     statements: Sequence[sql.Composable],
     *,
     what: str,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: LockRetryPolicy = LockRetryPolicy(),
 ) -> DdlOutcome:
     """Run DDL statements atomically under lock_timeout with retries."""
 

@@ -25,7 +25,7 @@ from typing import Iterable, Optional
 import psycopg
 
 from .backups.store import BackupStore, Generation, sha256_of
-from .db import RetryPolicy
+from .db import LockRetryPolicy
 from .partitions.catalog import list_partitions
 from .partitions.maintain import read_with_retry
 from .recovery import RETIRING_STATES
@@ -188,7 +188,7 @@ class Ledger:
 
 
 def build_ledger(conn: psycopg.Connection, store: BackupStore, *, parent: str = "event_logs",
-                 records: Iterable[PartitionRecord] = (), retry: RetryPolicy = RetryPolicy()) -> Ledger:
+                 records: Iterable[PartitionRecord] = (), retry: LockRetryPolicy = LockRetryPolicy()) -> Ledger:
     """The ledger of ``parent``'s months. Reads only (catalog reads under lock_timeout with retries)."""
     database = conn.info.dbname
     attached = read_with_retry(conn, lambda c: _attached_months(c, parent), what="read the months", retry=retry)

@@ -89,7 +89,7 @@ def table_maintenance(
     *tables: str | int,
     store: Optional[BackupStore] = None,
     wait_s: float = 0.0,
-    retry: db.RetryPolicy = db.RetryPolicy(),
+    retry: db.LockRetryPolicy = db.LockRetryPolicy(),
 ) -> Iterator[Recovery]:
     """THE way a job takes its tables: hold each table's lock scope, then ``recover`` them.
 
@@ -103,7 +103,7 @@ def table_maintenance(
 
 
 def recover(conn: psycopg.Connection, scopes: tuple[db.LockScope, ...], *, store: Optional[BackupStore] = None,
-            retry: db.RetryPolicy = db.RetryPolicy()) -> Recovery:
+            retry: db.LockRetryPolicy = db.LockRetryPolicy()) -> Recovery:
     """Repair the partition trees of ``scopes`` (held by this session). See the module docstring."""
     report = Recovery()
     for scope in scopes:
@@ -147,7 +147,7 @@ def _names(conn: psycopg.Connection, text: str) -> Optional[int]:
         return None
 
 
-def _pending_detaches(conn: psycopg.Connection, scope: db.LockScope, retry: db.RetryPolicy) -> list[tuple]:
+def _pending_detaches(conn: psycopg.Connection, scope: db.LockScope, retry: db.LockRetryPolicy) -> list[tuple]:
     found: list[tuple] = []
     # pg_get_expr takes ACCESS SHARE on the partition: under lock_timeout, with retries.
     db.run_locked(conn, lambda c: found.extend(c.execute(_PENDING_DETACHES_SQL, (scope.objid,)).fetchall()),
@@ -156,7 +156,7 @@ def _pending_detaches(conn: psycopg.Connection, scope: db.LockScope, retry: db.R
 
 
 def _finalize(conn: psycopg.Connection, pending: tuple, *, reattach: bool, report: Recovery,
-              retry: db.RetryPolicy) -> None:
+              retry: db.LockRetryPolicy) -> None:
     _, parent_schema, parent_name, _, schema, name, bound = pending
     parent, table = sql.Identifier(parent_schema, parent_name), sql.Identifier(schema, name)
     statements = [sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE").format(parent, table)]
@@ -176,7 +176,7 @@ def _finalize(conn: psycopg.Connection, pending: tuple, *, reattach: bool, repor
 
 
 def _resume_retirement(conn: psycopg.Connection, store: BackupStore, scope: db.LockScope, folder: str, month: date,
-                       record: dict[str, Any], report: Recovery, retry: db.RetryPolicy) -> None:
+                       record: dict[str, Any], report: Recovery, retry: db.LockRetryPolicy) -> None:
     """Finish (with proof) or undo one interrupted retirement. SQL names the table by its
     scope (schema-qualified); the store by the folder the job wrote."""
     from . import retention
@@ -212,7 +212,7 @@ def _resume_retirement(conn: psycopg.Connection, store: BackupStore, scope: db.L
 
 
 def _reattach(conn: psycopg.Connection, store: BackupStore, plan: "retention.RetirementPlan", why: str,
-              report: Recovery, retry: db.RetryPolicy) -> None:
+              report: Recovery, retry: db.LockRetryPolicy) -> None:
     """Undo a retirement that cannot be finished: the table goes back into the tree."""
     from . import retention
     from .partitions import attach_month_table, policy_for

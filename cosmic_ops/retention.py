@@ -300,7 +300,7 @@ def _prove_and_list_steps(conn: psycopg.Connection, plan: RetirementPlan, backup
 
 
 def _detach_concurrently(conninfo: str, parent: sql.Composable, table: sql.Composable, oid: int,
-                         mode: str, policy: db.RetryPolicy) -> int:
+                         mode: str, policy: db.LockRetryPolicy) -> int:
     """Run DETACH ... CONCURRENTLY (or FINALIZE) on an autocommit session (it cannot run in a
     transaction block) through ``db.retrying``; a timeout after its first phase leaves the
     partition pending, and the next attempt finalizes it."""
@@ -324,7 +324,7 @@ def _detach_concurrently(conninfo: str, parent: sql.Composable, table: sql.Compo
                            retried=(errors.LockNotAvailable, errors.QueryCanceled), exhausted=left)[1].attempts
 
 
-def _detach(conn, conninfo: Optional[str], plan: RetirementPlan, policy: db.RetryPolicy) -> int:
+def _detach(conn, conninfo: Optional[str], plan: RetirementPlan, policy: db.LockRetryPolicy) -> int:
     parent_id = qualified_name(conn, plan.parent)
     table = sql.Identifier(plan.table_schema, plan.table_name)
     conn.rollback()
@@ -347,7 +347,7 @@ def apply_retirement(
     plan: RetirementPlan,
     *,
     conninfo: Optional[str] = None,
-    policy: db.RetryPolicy = db.RetryPolicy(),
+    policy: db.LockRetryPolicy = db.LockRetryPolicy(),
 ) -> RetirementResult:
     """Carry out ``plan``. Call with the table's maintenance lock held (``retire_month`` and
     ``recovery`` do). ``conninfo`` is needed for a concurrent detach only."""
@@ -429,7 +429,7 @@ def retire_month(
     policy: RetentionPolicy,
     today: date,
     dry_run: bool = False,
-    retry: db.RetryPolicy = db.RetryPolicy(),
+    retry: db.LockRetryPolicy = db.LockRetryPolicy(),
 ) -> RetirementResult | RetirementPlan:
     """Take the table (``recovery.table_maintenance``: its lock scope, then the repair of
     interrupted jobs, which may finish this very month), plan, then apply; a dry run returns

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from .db import RetryPolicy, run_locked
+from .db import LockRetryPolicy, run_locked
 
 META_SCHEMA = "cosmic_ops"
 
@@ -387,7 +387,7 @@ def current_version(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT coalesce(max(version), 0) FROM cosmic_ops.schema_version").fetchone()[0]
 
 
-def bootstrap(conn: psycopg.Connection, *, policy: RetryPolicy = RetryPolicy()) -> BootstrapResult:
+def bootstrap(conn: psycopg.Connection, *, policy: LockRetryPolicy = LockRetryPolicy()) -> BootstrapResult:
     """Bring the schema to ``LATEST_VERSION``; a no-op (no catalog write) when already there."""
     before = current_version(conn)
     if not conn.autocommit:

@@ -46,7 +46,7 @@ def test_run_ddl_retries_then_fails_cleanly_when_lock_is_held(fresh_database):
     slept = []
     try:
         with db.connect(fresh_database) as conn:
-            policy = db.RetryPolicy(lock_timeout_ms=50, attempts=3, backoff_s=0.01)
+            policy = db.LockRetryPolicy(lock_timeout_ms=50, attempts=3, backoff_s=0.01)
             with pytest.raises(db.LockRetriesExhausted, match="after 3 attempts"):
                 db.run_locked(
                     conn,

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from pydantic import Field
 
-from ..db import RetryPolicy
+from ..db import LockRetryPolicy
 from ..partitions import EVENT_LOGS_POLICY, ensure_months, rehome_default_rows
 from ..partitions.maintain import read_with_retry
 from ..partitions.state import (
@@ -67,8 +67,8 @@ class LockSettings(dg.Config):
     maintenance_lock_wait_s: float = Field(
         default=0.0, ge=0, description="how long to wait for another run's maintenance lock before failing")
 
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(lock_timeout_ms=self.lock_timeout_ms, attempts=self.lock_attempts)
+    def retry(self) -> LockRetryPolicy:
+        return LockRetryPolicy(lock_timeout_ms=self.lock_timeout_ms, attempts=self.lock_attempts)
 
 
 class EventLogPartitionsConfig(LockSettings):

@@ -87,7 +87,7 @@ def restore_month(
     month: date,
     table: Optional[str] = None,
     schema: Optional[str] = None,
-    policy: db.RetryPolicy = db.RetryPolicy(),
+    policy: db.LockRetryPolicy = db.LockRetryPolicy(),
 ) -> RestoreResult:
     """``table=None``: restore as the month's partition (re-attached). Otherwise into
     ``schema.table`` (schema defaults to the partition's), left standalone. Either way it

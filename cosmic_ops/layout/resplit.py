@@ -228,7 +228,7 @@ def plan_resplit(conn: psycopg.Connection, table: str, modulus: int, *, remainde
 def resplit_hash_partitions(
     conn: psycopg.Connection, table: str, modulus: int, *, remainders: Optional[Sequence[int]] = None,
     keep_old: bool = False, batch_rows: int = 10_000, dry_run: bool = False,
-    retry: db.RetryPolicy = db.RetryPolicy(), lock_wait_s: float = 0.0,
+    retry: db.LockRetryPolicy = db.LockRetryPolicy(), lock_wait_s: float = 0.0,
     progress: Optional[Callable[[str], None]] = None, hook: Optional[Hook] = None,
 ) -> SplitResult:
     """Plan, and unless ``dry_run`` apply, one old partition after another, holding the table
@@ -320,7 +320,7 @@ def kept_partitions(conn: psycopg.Connection, table: str) -> list[KeptPartition]
 
 
 def drop_kept_partitions(conn: psycopg.Connection, table: str, *, swapped_before, dry_run: bool = False,
-                         retry: db.RetryPolicy = db.RetryPolicy(), lock_wait_s: float = 0.0) -> list[KeptPartition]:
+                         retry: db.LockRetryPolicy = db.LockRetryPolicy(), lock_wait_s: float = 0.0) -> list[KeptPartition]:
     """Drop the old partitions kept by re-splits of ``table`` whose move was verified and that
     swapped before ``swapped_before`` (the run's clock minus the operator's retention; ``None``:
     no retention, drop once verified); returns those dropped (or, in a dry run, would be)."""

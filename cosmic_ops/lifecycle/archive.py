@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from .. import recovery
-from ..db import RetryPolicy, SessionSpec, compress_wal, compressed_wal, end_read, run_ddl
+from ..db import LockRetryPolicy, SessionSpec, compress_wal, compressed_wal, end_read, run_ddl
 from .policy import BatchLog, MonthScope, ProgressCallback, Throttle, own_transaction, run_batches
 
 LIVE_TABLE = "celestial_bodies"
@@ -389,7 +389,7 @@ def plan_archive(conn: psycopg.Connection, month: date, policy: ArchivePolicy = 
 
 
 def ensure_archive_tablespace(conn: psycopg.Connection, tablespace: str,
-                              retry: RetryPolicy = RetryPolicy()) -> bool:
+                              retry: LockRetryPolicy = LockRetryPolicy()) -> bool:
     """Put the archive table and its indexes on ``tablespace``; False when already there."""
     if archive_tablespace(conn) == tablespace:
         end_read(conn)

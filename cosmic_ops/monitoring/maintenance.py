@@ -139,7 +139,7 @@ def apply(
     actions: Sequence[MaintenanceAction],
     *,
     lock_wait_s: float = 0.0,
-    policy: db.RetryPolicy = db.RetryPolicy(),
+    policy: db.LockRetryPolicy = db.LockRetryPolicy(),
     log: Callable[[str], None] = lambda message: None,
     store: Optional[BackupStore] = None,
 ) -> list[ActionResult]:

@@ -137,7 +137,7 @@ def insertable_columns(conn: psycopg.Connection, relation_oid: int) -> tuple[str
     return tuple(r[0] for r in rows)
 
 
-def ensure_state_table(conn: psycopg.Connection, retry: db.RetryPolicy) -> None:
+def ensure_state_table(conn: psycopg.Connection, retry: db.LockRetryPolicy) -> None:
     """``cosmic_ops.online_moves``, created on first use (serialised like the bootstrap)."""
     if conn.execute("SELECT to_regclass('cosmic_ops.online_moves') IS NOT NULL").fetchone()[0]:
         db.end_read(conn)
@@ -302,7 +302,7 @@ class OnlineMove:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, conn: psycopg.Connection, *, retry: db.RetryPolicy = db.RetryPolicy(),
+    def run(self, conn: psycopg.Connection, *, retry: db.LockRetryPolicy = db.LockRetryPolicy(),
             progress: Optional[Callable[[str], None]] = None, hook: Optional[Hook] = None) -> MoveOutcome:
         """Begin, copy, verify, swap and finish. The caller holds the table's maintenance lock
         scope, so no other job moves it meanwhile; a kill leaves a record ``recover_moves`` acts on."""
@@ -330,7 +330,7 @@ class OnlineMove:
         finish(conn, self._record(conn, move_id), retry)
         return outcome
 
-    def _begin(self, conn: psycopg.Connection, retry: db.RetryPolicy) -> int:
+    def _begin(self, conn: psycopg.Connection, retry: db.LockRetryPolicy) -> int:
         box: list[int] = []
 
         def begin(c: psycopg.Connection) -> None:
@@ -353,7 +353,7 @@ class OnlineMove:
         db.run_locked(conn, begin, what=f"begin moving {self.source}", policy=retry)
         return box[0]
 
-    def _copy(self, conn: psycopg.Connection, outcome: MoveOutcome, retry: db.RetryPolicy,
+    def _copy(self, conn: psycopg.Connection, outcome: MoveOutcome, retry: db.LockRetryPolicy,
               say: Callable[[str], None], poke: Hook) -> None:
         started = time.monotonic()
         last: Optional[tuple] = None
@@ -421,7 +421,7 @@ class OnlineMove:
                      (json.dumps(found), outcome.move_id))
         conn.commit()
 
-    def _swap(self, conn: psycopg.Connection, outcome: MoveOutcome, retry: db.RetryPolicy) -> None:
+    def _swap(self, conn: psycopg.Connection, outcome: MoveOutcome, retry: db.LockRetryPolicy) -> None:
         move_id = outcome.move_id
 
         def swap(c: psycopg.Connection) -> None:
@@ -492,7 +492,7 @@ def _existing(conn: psycopg.Connection, oid: int) -> Optional[tuple[str, str, bo
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::oid", (oid,)).fetchone()
 
 
-def undo(conn: psycopg.Connection, record: MoveRecord, retry: db.RetryPolicy, *, reason: str) -> str:
+def undo(conn: psycopg.Connection, record: MoveRecord, retry: db.LockRetryPolicy, *, reason: str) -> str:
     """Drop the capture and the new tables of a move that never swapped: the source still
     holds every row, so nothing is lost. A new table that is somehow in a tree is left alone."""
     db.end_read(conn)
@@ -516,7 +516,7 @@ def undo(conn: psycopg.Connection, record: MoveRecord, retry: db.RetryPolicy, *,
     return f"online move {record.move_id} of {record.source_name} undone ({reason}); the source holds every row"
 
 
-def finish(conn: psycopg.Connection, record: MoveRecord, retry: db.RetryPolicy) -> str:
+def finish(conn: psycopg.Connection, record: MoveRecord, retry: db.LockRetryPolicy) -> str:
     """After a committed swap (verified before and counted under its locks): drop the old
     table, if it is still outside every tree, and record the move done."""
     db.end_read(conn)
@@ -535,7 +535,7 @@ def finish(conn: psycopg.Connection, record: MoveRecord, retry: db.RetryPolicy) 
             + (f": dropped the old table {dropped[0]}" if dropped else ""))
 
 
-def recover_moves(conn: psycopg.Connection, root_oid: int, retry: db.RetryPolicy) -> list[str]:
+def recover_moves(conn: psycopg.Connection, root_oid: int, retry: db.LockRetryPolicy) -> list[str]:
     """Undo moves interrupted before their swap, finish those interrupted after it."""
     lines = []
     for record in read_moves(conn, root_oid):

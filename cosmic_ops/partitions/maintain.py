@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence, TypeVa
 import psycopg
 from psycopg import sql
 
-from ..db import DdlOutcome, RetryPolicy, end_read, run_locked
+from ..db import DdlOutcome, LockRetryPolicy, end_read, run_locked
 from ..timeutil import add_months
 from .catalog import (
     IndexInfo,
@@ -291,7 +291,7 @@ def _create_action(policy: PartitionPolicy, month: date, name: str, lower: Bound
 # Applying
 
 
-def apply_action(conn: psycopg.Connection, action: Action, retry: RetryPolicy) -> ActionResult:
+def apply_action(conn: psycopg.Connection, action: Action, retry: LockRetryPolicy) -> ActionResult:
     moved = [0]
 
     def work(c: psycopg.Connection) -> None:
@@ -309,7 +309,7 @@ def apply_action(conn: psycopg.Connection, action: Action, retry: RetryPolicy) -
 
 
 def attach_month_table(conn: psycopg.Connection, policy: PartitionPolicy, schema: str, name: str, month: date,
-                       retry: RetryPolicy = RetryPolicy()) -> None:
+                       retry: LockRetryPolicy = LockRetryPolicy()) -> None:
     """THE way a standalone table becomes ``month``'s partition (a restored month, a retirement
     undone): bounds typed for the key in the policy's time zone, a CHECK equal to the partition
     constraint added first in its own transaction (its scan locks only that table), then
@@ -328,7 +328,7 @@ def attach_month_table(conn: psycopg.Connection, policy: PartitionPolicy, schema
 
 
 def read_with_retry(conn: psycopg.Connection, read: Callable[[psycopg.Connection], T], *, what: str,
-                    retry: RetryPolicy) -> T:
+                    retry: LockRetryPolicy) -> T:
     """Catalog reads under the same lock_timeout and retries as DDL: rendering bounds
     (``pg_get_expr``) takes ACCESS SHARE on each partition, which waits behind a
     conflicting ACCESS EXCLUSIVE lock like any DDL would."""
@@ -388,7 +388,7 @@ class MaintenanceResult:
         return MonthChange(month, [r for r in self.results if r.action.month == month])
 
 
-def apply_plan(conn: psycopg.Connection, plan: Plan, retry: RetryPolicy = RetryPolicy(), *,
+def apply_plan(conn: psycopg.Connection, plan: Plan, retry: LockRetryPolicy = LockRetryPolicy(), *,
                progress: Optional[Callable[[str], None]] = None) -> list[ActionResult]:
     """Run every action but conflicts, each in its own transaction; then raise on conflicts.
 
@@ -414,7 +414,7 @@ def ensure_months(
     months: Iterable[date],
     *,
     dry_run: bool = False,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: LockRetryPolicy = LockRetryPolicy(),
     lock_wait_s: float = 0.0,
     store: Optional[BackupStore] = None,
     progress: Optional[Callable[[str], None]] = None,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import psycopg
 
 from .. import recovery
-from ..db import RetryPolicy, end_read
+from ..db import LockRetryPolicy, end_read
 from .actions import ActionResult, SplitDefault
 from .maintain import PartitionConflict, apply_plan, plan_months, read_with_retry
 from .policy import PartitionPolicy, PolicyError
@@ -60,7 +60,7 @@ def rehome_default_rows(
     *,
     max_months: Optional[int] = None,
     dry_run: bool = False,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: LockRetryPolicy = LockRetryPolicy(),
     lock_wait_s: float = 0.0,
     store: Optional[BackupStore] = None,
     progress: Optional[Callable[[str], None]] = None,

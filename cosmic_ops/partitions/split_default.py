@@ -110,7 +110,7 @@ def plan_split(conn: psycopg.Connection, policy: PartitionPolicy, parent: sql.Co
         (), creates=tuple(creates), move=move, default_rows_at_least=rows)
 
 
-def apply_split(conn: psycopg.Connection, action: SplitDefault, retry: db.RetryPolicy, *,
+def apply_split(conn: psycopg.Connection, action: SplitDefault, retry: db.LockRetryPolicy, *,
                 progress: Optional[Callable[[str], None]] = None, hook: Optional[Hook] = None) -> list[ActionResult]:
     """Run the move; one result per month created, with the rows it took from DEFAULT
     (counted under the swap's locks) and the swap's lock wait."""

@@ -48,7 +48,7 @@ class PostgresResource(dg.ConfigurableResource):
                               statement_timeout=self.statement_timeout)
 
     @contextlib.contextmanager
-    def connect(self, *, autocommit: bool = False, purpose: str = "") -> Iterator[psycopg.Connection]:
+    def connect(self, *, autocommit: bool = True, purpose: str = "") -> Iterator[psycopg.Connection]:
         conn = self.session_spec(purpose).connect(autocommit=autocommit)
         try:
             yield conn

@@ -26,7 +26,7 @@ from cosmic_ops.layout.resplit import (
 
 from ..clock import NOW, TODAY
 
-PATIENT = db.RetryPolicy(lock_timeout_ms=60_000, attempts=1)
+PATIENT = db.LockRetryPolicy(lock_timeout_ms=60_000, attempts=1)
 PLANETS = "celestial_bodies_planets"
 
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 
-from cosmic_ops.db import RetryPolicy
+from cosmic_ops.db import LockRetryPolicy
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months
 
 from ..lockwait import wait_for_lock_wait
@@ -25,7 +25,7 @@ IN_MONTH = datetime(2026, 5, 10, 12, tzinfo=timezone.utc)
 INSERT = "INSERT INTO event_logs (player_id, event_type, server_timestamp) VALUES (%s, 'login', %s)"
 # Long enough that nothing here times out while the test lines sessions up; the waits
 # below end on conditions, not on time.
-PATIENT = RetryPolicy(lock_timeout_ms=60_000, attempts=1)
+PATIENT = LockRetryPolicy(lock_timeout_ms=60_000, attempts=1)
 
 
 def _partition_counts(conninfo: str) -> dict[str, int]:

@@ -11,13 +11,13 @@ import psycopg
 import pytest
 
 from cosmic_ops import db
-from cosmic_ops.db import LockRetriesExhausted, MaintenanceLockBusy, RetryPolicy
+from cosmic_ops.db import LockRetriesExhausted, MaintenanceLockBusy, LockRetryPolicy
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months, rehome_default_rows
 
 from ..lockwait import wait_for_lock_wait
 from .helpers import insert_events, row_fingerprint, tree_snapshot
 
-QUICK = RetryPolicy(lock_timeout_ms=100, attempts=3, backoff_s=0.05, max_backoff_s=0.1)
+QUICK = LockRetryPolicy(lock_timeout_ms=100, attempts=3, backoff_s=0.05, max_backoff_s=0.1)
 
 
 def test_conflicting_table_lock_retries_then_fails_with_nothing_half_done(event_db, econn):
@@ -88,7 +88,7 @@ def test_killed_run_leaves_nothing_and_the_next_run_finishes(event_db, econn):
         with db.connect(event_db, application_name="victim_run") as conn:
             try:
                 ensure_months(conn, EVENT_LOGS_POLICY, [date(2026, 5, 1)],
-                              retry=RetryPolicy(lock_timeout_ms=600_000, attempts=1))
+                              retry=LockRetryPolicy(lock_timeout_ms=600_000, attempts=1))
             except BaseException as exc:  # noqa: BLE001 - the thread reports what killed it
                 errors.append(exc)
 

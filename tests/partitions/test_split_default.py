@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from cosmic_ops.db import RetryPolicy
+from cosmic_ops.db import LockRetryPolicy
 from cosmic_ops.online import VerificationFailed
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months, plan_months, rehome_default_rows
 from cosmic_ops.partitions.actions import SplitDefault
@@ -25,7 +25,7 @@ POLICY = dataclasses.replace(EVENT_LOGS_POLICY, online_move_min_rows=1000, onlin
 MAY, JUNE = date(2026, 5, 1), date(2026, 6, 1)
 IN_MONTH = {MAY: datetime(2026, 5, 3, tzinfo=timezone.utc), JUNE: datetime(2026, 6, 2, tzinfo=timezone.utc),
             None: datetime(2024, 1, 5, tzinfo=timezone.utc)}  # None: a month nobody creates here
-PATIENT = RetryPolicy(lock_timeout_ms=60_000, attempts=1)
+PATIENT = LockRetryPolicy(lock_timeout_ms=60_000, attempts=1)
 COLUMNS = "id, server_timestamp, player_id, event_type, payload"
 
 
