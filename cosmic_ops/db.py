@@ -164,24 +164,21 @@ def compress_wal(conn: psycopg.Connection) -> str | None:
     game commit waits for the WAL ahead of it to reach disk: smaller WAL, shorter
     waits. ``wal_compression`` needs a superuser or ``GRANT SET ON PARAMETER
     wal_compression``; otherwise nothing changes. Returns the method set (None:
-    unchanged). ``conn`` must not be in a transaction.
+    unchanged). ``conn`` is an autocommit session outside any transaction block.
     """
     for method in WAL_COMPRESSION_METHODS:
         try:
             conn.execute("SELECT set_config('wal_compression', %s, false)", (method,))
-            conn.commit()
             return method
         except (errors.InsufficientPrivilege, errors.InvalidParameterValue):
-            conn.rollback()
+            continue
     return None
 
 
 @contextlib.contextmanager
 def compressed_wal(conn: psycopg.Connection) -> Iterator[str | None]:
     """``compress_wal`` for the duration of the block; the session's previous value comes back at exit."""
-    end_read(conn)
     previous = conn.execute("SELECT current_setting('wal_compression')").fetchone()[0]
-    conn.commit()
     applied = compress_wal(conn)
     try:
         yield applied
@@ -189,7 +186,6 @@ def compressed_wal(conn: psycopg.Connection) -> Iterator[str | None]:
         # A session that died (or is mid-error) takes its settings with it.
         if applied and not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             conn.execute("SELECT set_config('wal_compression', %s, false)", (previous,))
-            conn.commit()
 
 
 # ---------------------------------------------------------------------------
@@ -412,12 +408,8 @@ def _lock_holder(conn: psycopg.Connection, scope: LockScope) -> str:
 def _unlock(conn: psycopg.Connection, scopes: Sequence[LockScope]) -> None:
     if conn.closed or conn.broken:
         return  # the session's advisory locks ended with it
-    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-        conn.rollback()
     for scope in reversed(scopes):
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", scope.key)
-    if not conn.autocommit:
-        conn.commit()
 
 
 @contextlib.contextmanager
@@ -431,6 +423,10 @@ def hold_scopes(
     ``lock_timeout``, no polling); then we raise ``MaintenanceLockBusy`` naming the holder: a
     skipped run must never look like success.
     """
+    if not conn.autocommit:
+        # Session-level locks outlive transactions; a transaction left open around them would
+        # pin a snapshot (and block VACUUM) for the whole job.
+        raise RuntimeError("maintenance locks are taken on an autocommit session (db.connect opens one)")
     ordered = tuple(sorted(set(scopes), key=lambda s: (s.classid, s.objid)))
     deadline = time.monotonic() + wait_s
     held: list[LockScope] = []
@@ -438,14 +434,10 @@ def hold_scopes(
         for scope in ordered:
             if not _take_advisory_lock(conn, scope, deadline - time.monotonic()):
                 holder = _lock_holder(conn, scope)
-                if not conn.autocommit:
-                    conn.commit()
                 raise MaintenanceLockBusy(
                     f"maintenance lock of {scope.kind} {scope.name} on database {conn.info.dbname!r} is held by "
                     f"{holder}; this run did not do its work")
             held.append(scope)
-        if not conn.autocommit:
-            conn.commit()
     except BaseException:
         _unlock(conn, held)
         raise
@@ -482,7 +474,5 @@ def maintenance_lock(
     if not tables:
         raise ValueError("maintenance_lock needs at least one table")
     scopes = [table_lock_scope(conn, table) for table in tables]
-    if not conn.autocommit:
-        conn.commit()
     with hold_scopes(conn, scopes, wait_s=wait_s) as held:
         yield held

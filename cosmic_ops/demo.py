@@ -106,139 +106,176 @@ def _epoch_us(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
-def generate(scale: Scale, seed: int, as_of: date) -> dict[str, pd.DataFrame]:
-    """Every table's rows as DataFrames, in load order (parents before children)."""
-    rng = np.random.default_rng(seed)
-    now_us = _epoch_us(datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc))
-    frames: dict[str, pd.DataFrame] = {}
+@dataclass
+class _World:
+    """What the tables' generators share: one random stream (so a seed gives one world, drawn in
+    load order), the as-of instant, and the keys and times earlier tables fixed."""
 
-    n_players = scale.players
-    player_ids = np.arange(1, n_players + 1)
-    player_created = -rng.integers(30 * DAY_US, 900 * DAY_US, n_players)
-    frames["players"] = pd.DataFrame({
-        "player_id": player_ids,
-        "username": np.char.add("gardener_", player_ids.astype(str)),
-        "email": np.char.add(np.char.add("player", player_ids.astype(str)), "@example.invalid"),
-        "region": rng.choice(REGIONS, n_players),
-        "created_at": _ts(now_us, player_created),
-        "last_login_at": _ts(now_us, -rng.integers(0, 60 * DAY_US, n_players)),
-        "is_banned": rng.random(n_players) < 0.01,
+    scale: Scale
+    as_of: date
+    rng: np.random.Generator
+    now_us: int
+    player_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    save_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    save_updated: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    def ts(self, offsets_us: np.ndarray) -> np.ndarray:
+        return _ts(self.now_us, offsets_us)
+
+
+def _players(w: _World) -> pd.DataFrame:
+    n, rng = w.scale.players, w.rng
+    w.player_ids = np.arange(1, n + 1)
+    created = -rng.integers(30 * DAY_US, 900 * DAY_US, n)
+    return pd.DataFrame({
+        "player_id": w.player_ids,
+        "username": np.char.add("gardener_", w.player_ids.astype(str)),
+        "email": np.char.add(np.char.add("player", w.player_ids.astype(str)), "@example.invalid"),
+        "region": rng.choice(REGIONS, n),
+        "created_at": w.ts(created),
+        "last_login_at": w.ts(-rng.integers(0, 60 * DAY_US, n)),
+        "is_banned": rng.random(n) < 0.01,
     })
 
-    n_saves = scale.saves
-    save_ids = np.arange(1, n_saves + 1)
-    inactive = rng.random(n_saves) < 0.30
-    save_updated = np.where(
-        inactive,
-        -rng.integers(8 * DAY_US, 400 * DAY_US, n_saves),
-        -rng.integers(0, 6 * DAY_US, n_saves),
-    )
-    frames["game_saves"] = pd.DataFrame({
-        "id": save_ids,
-        "player_id": (save_ids - 1) % n_players + 1,
-        "slot": (save_ids - 1) // n_players + 1,
-        "name": np.char.add("Garden ", save_ids.astype(str)),
-        "game_version": rng.choice(np.array(["1.4.2", "1.5.0", "1.5.1"]), n_saves),
-        "universe_seed": rng.integers(0, 2**62, n_saves),
-        "play_time_s": rng.integers(600, 2_000_000, n_saves),
+
+def _game_saves(w: _World) -> pd.DataFrame:
+    n, rng, n_players = w.scale.saves, w.rng, w.scale.players
+    w.save_ids = np.arange(1, n + 1)
+    inactive = rng.random(n) < 0.30  # inactive saves are the packing job's candidates
+    w.save_updated = np.where(inactive, -rng.integers(8 * DAY_US, 400 * DAY_US, n), -rng.integers(0, 6 * DAY_US, n))
+    return pd.DataFrame({
+        "id": w.save_ids,
+        "player_id": (w.save_ids - 1) % n_players + 1,
+        "slot": (w.save_ids - 1) // n_players + 1,
+        "name": np.char.add("Garden ", w.save_ids.astype(str)),
+        "game_version": rng.choice(np.array(["1.4.2", "1.5.0", "1.5.1"]), n),
+        "universe_seed": rng.integers(0, 2**62, n),
+        "play_time_s": rng.integers(600, 2_000_000, n),
         "is_active": ~inactive,
-        "created_at": _ts(now_us, save_updated - rng.integers(DAY_US, 300 * DAY_US, n_saves)),
-        "updated_at": _ts(now_us, save_updated),
+        "created_at": w.ts(w.save_updated - rng.integers(DAY_US, 300 * DAY_US, n)),
+        "updated_at": w.ts(w.save_updated),
     })
 
-    n_res = n_saves * len(RESOURCES)
-    amounts = rng.gamma(2.0, 5_000.0, n_res).round(4)
-    frames["save_resources"] = pd.DataFrame({
-        "save_id": np.repeat(save_ids, len(RESOURCES)),
+
+def _save_resources(w: _World) -> pd.DataFrame:
+    n_saves, rng = w.scale.saves, w.rng
+    n = n_saves * len(RESOURCES)
+    amounts = rng.gamma(2.0, 5_000.0, n).round(4)
+    return pd.DataFrame({
+        "save_id": np.repeat(w.save_ids, len(RESOURCES)),
         "resource_type": np.tile(RESOURCES, n_saves),
         "amount": amounts,
-        "capacity": (amounts * rng.uniform(1.1, 3.0, n_res)).round(4),
-        "production_rate": rng.normal(12.0, 4.0, n_res).round(3),
-        "updated_at": _ts(now_us, np.repeat(save_updated, len(RESOURCES))),
+        "capacity": (amounts * rng.uniform(1.1, 3.0, n)).round(4),
+        "production_rate": rng.normal(12.0, 4.0, n).round(3),
+        "updated_at": w.ts(np.repeat(w.save_updated, len(RESOURCES))),
     })
 
-    per_save = 15
+
+RESEARCH_PER_SAVE = 15
+
+
+def _save_research(w: _World) -> pd.DataFrame:
+    n_saves, rng, per_save = w.scale.saves, w.rng, RESEARCH_PER_SAVE
+    n = n_saves * per_save
     tech_pick = np.argsort(rng.random((n_saves, len(TECHS))), axis=1)[:, :per_save].ravel()
-    progress = rng.random(n_saves * per_save).round(4)
+    progress = rng.random(n).round(4)
     done = progress > 0.6
-    research_start = np.repeat(save_updated, per_save) - rng.integers(DAY_US, 200 * DAY_US, n_saves * per_save)
-    frames["save_research"] = pd.DataFrame({
-        "save_id": np.repeat(save_ids, per_save),
+    started = np.repeat(w.save_updated, per_save) - rng.integers(DAY_US, 200 * DAY_US, n)
+    return pd.DataFrame({
+        "save_id": np.repeat(w.save_ids, per_save),
         "tech_id": np.array(TECHS)[tech_pick],
-        "level": rng.integers(0, 10, n_saves * per_save),
+        "level": rng.integers(0, 10, n),
         "progress": np.where(done, 1.0, progress),
-        "started_at": _ts(now_us, research_start),
-        "completed_at": np.where(done, _ts(now_us, research_start + DAY_US), ""),
+        "started_at": w.ts(started),
+        "completed_at": np.where(done, w.ts(started + DAY_US), ""),
     })
 
-    n_bodies = scale.bodies
-    body_save = rng.integers(1, n_saves + 1, n_bodies)
-    body_type = rng.choice(BODY_TYPES, n_bodies, p=BODY_TYPE_P)
-    roll = rng.random(n_bodies)
+
+def _celestial_bodies(w: _World) -> pd.DataFrame:
+    n, rng = w.scale.bodies, w.rng
+    body_save = rng.integers(1, w.scale.saves + 1, n)
+    body_type = rng.choice(BODY_TYPES, n, p=BODY_TYPE_P)
+    roll = rng.random(n)
     destroyed_old = roll < 0.10  # destroyed more than 30 days ago: archive candidates
     destroyed_new = (roll >= 0.10) & (roll < 0.12)
-    body_updated = np.where(
-        destroyed_old, -rng.integers(31 * DAY_US, 420 * DAY_US, n_bodies),
-        np.where(destroyed_new, -rng.integers(0, 29 * DAY_US, n_bodies),
-                 -rng.integers(0, 420 * DAY_US, n_bodies)))
-    mass = rng.lognormal(50.0, 6.0, n_bodies)
-    frames["celestial_bodies"] = pd.DataFrame({
-        "id": np.arange(1, n_bodies + 1),
+    updated = np.where(
+        destroyed_old, -rng.integers(31 * DAY_US, 420 * DAY_US, n),
+        np.where(destroyed_new, -rng.integers(0, 29 * DAY_US, n), -rng.integers(0, 420 * DAY_US, n)))
+    ids = np.arange(1, n + 1)
+    return pd.DataFrame({
+        "id": ids,
         "save_id": body_save,
         "body_type": body_type,
-        "name": np.char.add(np.char.add(body_type, "-"), np.arange(1, n_bodies + 1).astype(str)),
-        "mass": mass,
-        "radius": rng.lognormal(15.0, 3.0, n_bodies),
-        "position_x": rng.normal(0, 1e12, n_bodies).round(1),
-        "position_y": rng.normal(0, 1e12, n_bodies).round(1),
-        "position_z": rng.normal(0, 1e10, n_bodies).round(1),
-        "orbital_period_s": rng.lognormal(16.0, 2.0, n_bodies).round(2),
-        "properties": _json_values("temperature_k", rng.integers(3, 40_000, n_bodies), 40_000),
+        "name": np.char.add(np.char.add(body_type, "-"), ids.astype(str)),
+        "mass": rng.lognormal(50.0, 6.0, n),
+        "radius": rng.lognormal(15.0, 3.0, n),
+        "position_x": rng.normal(0, 1e12, n).round(1),
+        "position_y": rng.normal(0, 1e12, n).round(1),
+        "position_z": rng.normal(0, 1e10, n).round(1),
+        "orbital_period_s": rng.lognormal(16.0, 2.0, n).round(2),
+        "properties": _json_values("temperature_k", rng.integers(3, 40_000, n), 40_000),
         "is_destroyed": destroyed_old | destroyed_new,
-        "destroyed_at": np.where(destroyed_old | destroyed_new, _ts(now_us, body_updated), ""),
-        "created_at": _ts(now_us, body_updated - rng.integers(DAY_US, 300 * DAY_US, n_bodies)),
-        "updated_at": _ts(now_us, body_updated),
+        "destroyed_at": np.where(destroyed_old | destroyed_new, w.ts(updated), ""),
+        "created_at": w.ts(updated - rng.integers(DAY_US, 300 * DAY_US, n)),
+        "updated_at": w.ts(updated),
     })
 
-    window_start = month_start(add_months(as_of, -(scale.months - 1)))
-    window_us = now_us - _epoch_us(datetime(window_start.year, window_start.month, 1, tzinfo=timezone.utc))
+
+def _event_logs(w: _World) -> pd.DataFrame:
+    n, rng = w.scale.events, w.rng
+    window_start = event_months(w.scale, w.as_of)[0]
+    window_us = w.now_us - _epoch_us(datetime(window_start.year, window_start.month, 1, tzinfo=timezone.utc))
     # Traffic grows over time: more recent months carry more events.
-    event_offsets = -(window_us * (1.0 - rng.random(scale.events) ** 0.8)).astype(np.int64) - 1
-    event_offsets.sort()
-    n_events = scale.events
-    event_player = rng.integers(1, n_players + 1, n_events)
-    frames["event_logs"] = pd.DataFrame({
-        "id": np.arange(1, n_events + 1),
-        "server_timestamp": _ts(now_us, event_offsets),
-        "player_id": event_player,
-        "event_type": rng.choice(EVENT_TYPES, n_events, p=EVENT_TYPE_P),
-        "save_id": rng.integers(1, n_saves + 1, n_events),
-        "client_timestamp": _ts(now_us, event_offsets - rng.integers(0, 2_000_000, n_events)),
-        "server_region": rng.choice(REGIONS, n_events),
-        "payload": _json_values("value", rng.integers(0, 10_000, n_events), 10_000),
+    offsets = -(window_us * (1.0 - rng.random(n) ** 0.8)).astype(np.int64) - 1
+    offsets.sort()
+    return pd.DataFrame({
+        "id": np.arange(1, n + 1),
+        "server_timestamp": w.ts(offsets),
+        "player_id": rng.integers(1, w.scale.players + 1, n),
+        "event_type": rng.choice(EVENT_TYPES, n, p=EVENT_TYPE_P),
+        "save_id": rng.integers(1, w.scale.saves + 1, n),
+        "client_timestamp": w.ts(offsets - rng.integers(0, 2_000_000, n)),
+        "server_region": rng.choice(REGIONS, n),
+        "payload": _json_values("value", rng.integers(0, 10_000, n), 10_000),
     })
 
-    n_sessions = scale.sessions
-    session_start = -rng.integers(0, 400 * DAY_US, n_sessions)
-    frames["player_sessions"] = pd.DataFrame({
-        "session_id": np.arange(1, n_sessions + 1),
-        "player_id": rng.integers(1, n_players + 1, n_sessions),
-        "started_at": _ts(now_us, session_start),
-        "ended_at": _ts(now_us, session_start + rng.integers(60_000_000, 4 * 3_600_000_000, n_sessions)),
-        "client_version": rng.choice(np.array(["1.4.2", "1.5.0", "1.5.1"]), n_sessions),
-        "platform": rng.choice(np.array(["pc", "mac", "switch", "mobile"]), n_sessions),
+
+def _player_sessions(w: _World) -> pd.DataFrame:
+    n, rng = w.scale.sessions, w.rng
+    started = -rng.integers(0, 400 * DAY_US, n)
+    return pd.DataFrame({
+        "session_id": np.arange(1, n + 1),
+        "player_id": rng.integers(1, w.scale.players + 1, n),
+        "started_at": w.ts(started),
+        "ended_at": w.ts(started + rng.integers(60_000_000, 4 * 3_600_000_000, n)),
+        "client_version": rng.choice(np.array(["1.4.2", "1.5.0", "1.5.1"]), n),
+        "platform": rng.choice(np.array(["pc", "mac", "switch", "mobile"]), n),
     })
 
-    sessions_per_player = np.bincount(frames["player_sessions"]["player_id"], minlength=n_players + 1)[1:]
-    frames["player_statistics"] = pd.DataFrame({
-        "player_id": player_ids,
-        "total_playtime_s": sessions_per_player * rng.integers(600, 7_200, n_players),
+
+def _player_statistics(w: _World, sessions: pd.DataFrame) -> pd.DataFrame:
+    n, rng = w.scale.players, w.rng
+    sessions_per_player = np.bincount(sessions["player_id"], minlength=n + 1)[1:]
+    return pd.DataFrame({
+        "player_id": w.player_ids,
+        "total_playtime_s": sessions_per_player * rng.integers(600, 7_200, n),
         "sessions_count": sessions_per_player,
-        "bodies_created": rng.integers(0, 5_000, n_players),
-        "bodies_destroyed": rng.integers(0, 500, n_players),
-        "research_completed": rng.integers(0, 30, n_players),
-        "updated_at": _ts(now_us, -rng.integers(0, 30 * DAY_US, n_players)),
+        "bodies_created": rng.integers(0, 5_000, n),
+        "bodies_destroyed": rng.integers(0, 500, n),
+        "research_completed": rng.integers(0, 30, n),
+        "updated_at": w.ts(-rng.integers(0, 30 * DAY_US, n)),
     })
+
+
+def generate(scale: Scale, seed: int, as_of: date) -> dict[str, pd.DataFrame]:
+    """Every table's rows as DataFrames, in load order (parents before children). The order of
+    the calls is the order of the draws from the one random stream: keep it."""
+    now_us = _epoch_us(datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc))
+    w = _World(scale, as_of, np.random.default_rng(seed), now_us)
+    frames = {"players": _players(w), "game_saves": _game_saves(w), "save_resources": _save_resources(w),
+              "save_research": _save_research(w), "celestial_bodies": _celestial_bodies(w),
+              "event_logs": _event_logs(w), "player_sessions": _player_sessions(w)}
+    frames["player_statistics"] = _player_statistics(w, frames["player_sessions"])
     return frames
 
 
@@ -299,7 +336,5 @@ def load(
             )
     for table in frames:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
-    if not conn.autocommit:
-        conn.commit()
     report.seconds = time.perf_counter() - started
     return report

@@ -62,7 +62,6 @@ def first_month(conninfo: str, scale: str, now: datetime) -> date:
         if conn.execute("SELECT to_regclass('public.event_logs') IS NOT NULL").fetchone()[0]:
             candidates += [p.lower_month() for p in list_partitions(conn, EVENT_LOGS) if p.lower_month()]
         database = conn.info.dbname
-        conn.rollback()
     candidates += BackupStore(backup_root()).months(database, EVENT_LOGS)
     return min(candidates) if candidates else demo.event_months(demo.SCALES[scale], now.date())[0]
 

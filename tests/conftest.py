@@ -67,7 +67,7 @@ def new_database(request, server_conninfo):
 
 @pytest.fixture()
 def conn(bootstrapped_database):
-    """A psycopg connection (autocommit off) on the module's bootstrapped database."""
+    """A maintenance session (autocommit, as ``db.connect`` opens them) on the module's bootstrapped database."""
     with db.connect(bootstrapped_database) as connection:
         yield connection
 

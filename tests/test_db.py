@@ -40,8 +40,7 @@ def test_session_settings_are_applied(fresh_database):
 def test_run_ddl_retries_then_fails_cleanly_when_lock_is_held(fresh_database):
     with db.connect(fresh_database) as setup:
         setup.execute("CREATE TABLE t (a int)")
-        setup.commit()
-    holder = db.connect(fresh_database)
+    holder = db.connect(fresh_database, autocommit=False)  # holds its lock until it rolls back
     holder.execute("LOCK TABLE t IN ACCESS SHARE MODE")  # blocks ALTER TABLE (ACCESS EXCLUSIVE)
     slept = []
     try:
@@ -57,7 +56,6 @@ def test_run_ddl_retries_then_fails_cleanly_when_lock_is_held(fresh_database):
             assert len(slept) == 2
             # Nothing half-done: the statement before the blocked one was rolled back too.
             assert conn.execute("SELECT to_regclass('side_effect')").fetchone()[0] is None
-            conn.rollback()
             holder.rollback()
             outcome = db.run_ddl(conn, [sql.SQL("ALTER TABLE t ADD COLUMN b int")], what="add column",
                                  policy=policy)
@@ -73,7 +71,6 @@ def _lock_test_tables(conninfo):
     with db.connect(conninfo) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS event_logs (at timestamptz) PARTITION BY RANGE (at)")
         conn.execute("CREATE TABLE IF NOT EXISTS celestial_bodies (id int)")
-        conn.commit()
 
 
 def test_maintenance_lock_reports_the_holder(fresh_database):
@@ -104,11 +101,9 @@ def test_maintenance_lock_reports_the_holder(fresh_database):
 def test_compressed_wal_is_set_for_the_session_and_restored(fresh_database):
     with db.connect(fresh_database) as conn:
         before = conn.execute("SHOW wal_compression").fetchone()[0]
-        conn.commit()
         with db.compressed_wal(conn) as method:
             assert method in ("lz4", "pglz")  # the test role is a superuser
             assert conn.execute("SHOW wal_compression").fetchone()[0] == method
-            conn.commit()
         assert conn.execute("SHOW wal_compression").fetchone()[0] == before
 
 
