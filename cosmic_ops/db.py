@@ -81,7 +81,8 @@ def connect(
     Errors never carry the password: psycopg's messages quote the server, not the
     conninfo, and we re-raise with a redacted description.
     """
-    options = f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"
+    # DateStyle ISO whatever the server's default: psycopg parses dates and timestamps only in ISO.
+    options = f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout} -c DateStyle=ISO"
     try:
         return psycopg.connect(
             conninfo,

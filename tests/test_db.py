@@ -114,3 +114,16 @@ def test_sqlalchemy_url_round_trips_a_password_with_url_characters():
                                      "dag"))
     assert (url.username, url.password, url.database) == ("u", "p@ss:w/d", "dag")
     assert dict(url.query) == {"host": "/tmp/sock", "port": "5433", "sslmode": "require"}
+
+
+def test_sessions_read_dates_whatever_the_database_datestyle(fresh_database):
+    """psycopg parses dates in ISO only: a database set to another DateStyle must not break our reads."""
+    from datetime import date, datetime, timezone
+
+    with db.connect(fresh_database) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET DateStyle = 'SQL, DMY'").format(sql.Identifier(conn.info.dbname)))
+    with psycopg.connect(fresh_database) as plain:
+        assert plain.execute("SHOW DateStyle").fetchone()[0] == "SQL, DMY"
+    with db.connect(fresh_database) as conn:
+        read = conn.execute("SELECT date '2028-02-29', timestamptz '2027-01-01 00:02:00+00'").fetchone()
+    assert read == (date(2028, 2, 29), datetime(2027, 1, 1, 0, 2, tzinfo=timezone.utc))

@@ -44,7 +44,7 @@ class ResplitConfig(LockSettings):
                          description="target modulus: a multiple of every modulus the table has (4 -> 8, 8 -> 16)")
     remainders: Optional[list[int]] = Field(
         default=None, description="old partitions to split, by their remainder; default all below the target")
-    batch_rows: int = Field(default=10_000, ge=100, le=1_000_000, description="at most this many rows per copy batch (each is sized to take about 50 ms)")
+    batch_rows: int = Field(default=10_000, ge=100, le=1_000_000, description="at most this many rows per copy batch (each is sized to take about 20 ms)")
 
     @property
     def qualified(self) -> str:

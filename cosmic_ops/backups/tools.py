@@ -157,6 +157,15 @@ def _failure(what: str, program: str, code: int, output: str, conninfo: Optional
     return PgToolFailed(f"{what}: {program} exited with {code}: {detail[-2000:]}")
 
 
+# Client programs (pg_dump's compression, pg_restore's parsing) run at the lowest CPU and I/O
+# priority: on a small server they share cores with the game's backends, which must win.
+MAINTENANCE_NICENESS = 19
+
+
+def _yield_to_the_game() -> None:
+    os.nice(MAINTENANCE_NICENESS)
+
+
 def run_tool(
     client: PgClient,
     program: str,
@@ -173,9 +182,10 @@ def run_tool(
     """
     argv, env, password = _command(client, program, args, conninfo)
     if stdout is subprocess.PIPE:
-        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=_yield_to_the_game)
     try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, preexec_fn=_yield_to_the_game)
     except OSError as exc:
         raise PgToolFailed(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
     if done.returncode != 0:
@@ -193,7 +203,8 @@ class RunningTool:
         self._program, self._what, self._conninfo = program, what, conninfo
         self._stderr = tempfile.TemporaryFile()
         try:
-            self._process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
+            self._process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                             preexec_fn=_yield_to_the_game)
         except OSError as exc:
             self._stderr.close()
             raise PgToolFailed(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None

@@ -391,6 +391,7 @@ _worker_session: psycopg.Connection | None = None
 
 def _open_worker_session(sessions: SessionSpec, parent_pid: int) -> None:
     exit_with_parent(parent_pid)
+    os.nice(19)  # the worker's compression yields the CPU to the game's backends
     global _worker_session
     _worker_session = sessions.connect()
     compress_wal(_worker_session)  # the session is the worker's own, closed with it

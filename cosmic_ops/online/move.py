@@ -184,7 +184,7 @@ class OnlineMove:
     swap: tuple[sql.Composable, ...]
     drop_source: bool = True
     batch_rows: int = 10_000  # at most; each batch is sized to take about batch_target_s
-    batch_target_s: float = 0.05
+    batch_target_s: float = 0.02  # a game update of a row in the batch waits for it
 
     # -- SQL -------------------------------------------------------------------------------
 
