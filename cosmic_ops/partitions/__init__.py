@@ -45,8 +45,9 @@ def policy_for(conn: psycopg.Connection, table: str) -> PartitionPolicy:
 def ensure_month_partitions(
     conn: psycopg.Connection, table: str | PartitionPolicy, months: Iterable[date]
 ) -> list[str]:
-    """Create missing months inside the CALLER's transaction (loaders that must be all
-    or nothing, like the demo generator); returns the names created.
+    """Create missing months all or nothing: in one transaction of their own on an autocommit
+    session, or inside the CALLER's transaction (as a savepoint) for loaders that must be all
+    or nothing as a whole, like the demo generator; returns the names created.
 
     Same plan and statements as ``ensure_months``, but no advisory lock and no
     retry: the statements run under the session's ``lock_timeout`` and a timeout
@@ -55,10 +56,11 @@ def ensure_month_partitions(
     policy = table if isinstance(table, PartitionPolicy) else POLICIES.get(table)
     if policy is None:
         raise PolicyError(f"no partition policy for table {table!r}; pass a PartitionPolicy")
-    plan = plan_months(conn, policy, months, online=False)  # the caller's one transaction
-    if plan.conflicts:
-        raise PartitionConflict("; ".join(f"{c.target}: {c.reason}" for c in plan.conflicts))
-    for action in plan.actions:
-        for statement in action.statements:
-            conn.execute(statement)
+    with conn.transaction():  # LOCK TABLE and the plan's catalog reads need one transaction
+        plan = plan_months(conn, policy, months, online=False)
+        if plan.conflicts:
+            raise PartitionConflict("; ".join(f"{c.target}: {c.reason}" for c in plan.conflicts))
+        for action in plan.actions:
+            for statement in action.statements:
+                conn.execute(statement)
     return [a.target for a in plan.actions if isinstance(a, CreatePartition)]
