@@ -66,9 +66,17 @@ def pin_text_settings(conn: psycopg.Connection) -> None:
 
 def fingerprint(conn: psycopg.Connection, schema: str, table: str, columns: Sequence[str],
                 where: sql.Composable | None = None) -> Fingerprint:
-    """Must run inside a transaction (the caller's): the settings are transaction-local.
-    ``where`` narrows the rows (an online move compares the source's rows of one route)."""
-    pin_text_settings(conn)
+    """Count and checksum under ``TEXT_SETTINGS``, in a transaction of its own (a savepoint inside
+    the caller's): the settings are transaction-local, and on an autocommit session outside a
+    block they would end with the ``set_config`` statement itself. ``where`` narrows the rows
+    (an online move compares the source's rows of one route)."""
+    with conn.transaction():
+        pin_text_settings(conn)
+        return _count_and_sum(conn, schema, table, columns, where)
+
+
+def _count_and_sum(conn: psycopg.Connection, schema: str, table: str, columns: Sequence[str],
+                   where: sql.Composable | None) -> Fingerprint:
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in sorted(columns)))
     query = sql.SQL(
         "SELECT count(*), coalesce(sum(('x' || left(md5({row}::text), 16))::bit(64)::bigint), 0)::text "

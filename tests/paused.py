@@ -15,7 +15,7 @@ class Paused:
     reaches ``hook`` (a callback, or ``wrap`` of a function the job calls) until the
     block ends."""
 
-    def __init__(self, conninfo: str, job, *, autocommit: bool = False):
+    def __init__(self, conninfo: str, job, *, autocommit: bool = True):
         self.conn = db.connect(conninfo, autocommit=autocommit, application_name="cosmic_ops:paused-job")
         self.job = job
         self.reached, self.released = threading.Event(), threading.Event()

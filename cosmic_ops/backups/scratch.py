@@ -91,14 +91,12 @@ def scratch_database(conninfo: str) -> Iterator[Scratch]:
 
 @contextlib.contextmanager
 def scratch_schema(conn: psycopg.Connection, name: str) -> Iterator[str]:
-    """Schema ``name`` made in ``conn``'s open transaction, rolled back (with all in it) on exit."""
-    if conn.autocommit:
-        raise ValueError("a scratch schema needs a connection in a transaction, not autocommit")
-    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-    try:
+    """Schema ``name`` made in a transaction of its own on ``conn``, rolled back (with all in it)
+    on exit, whatever happens: a killed run's transaction is rolled back by the server, so no
+    scratch schema is ever left behind."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
         yield name
-    finally:
-        conn.rollback()
 
 
 @contextlib.contextmanager

@@ -43,7 +43,6 @@ def _restore_and_count(generation: Generation, conninfo: str, client: PgClient, 
             restore_toc(client, generation.file, scratch.conninfo, entries, what=what)
             with db.connect(scratch.conninfo) as conn:
                 counted = fingerprint(conn, m.partition_schema, m.partition_name, m.columns)
-                conn.rollback()
         else:
             with db.connect(conninfo) as conn, scratch_schema(conn, scratch.name):
                 target = sql.Identifier(scratch.name, m.partition_name)

@@ -270,7 +270,7 @@ def test_two_maintenance_runs_started_together_one_proceeds_the_other_names_the_
     fill_month(database, MONTHS[1])
     outcome = {}
     # A reader's SHARE lock stalls the first run's VACUUM after it took the maintenance lock.
-    blocker = db.connect(database)
+    blocker = db.connect(database, autocommit=False)  # holds its lock in an open transaction
     blocker.execute("LOCK TABLE event_logs_2026_10 IN SHARE MODE")
 
     def first_run():

@@ -151,7 +151,7 @@ def test_a_verification_killed_mid_restore_in_a_scratch_schema_leaves_no_schema(
         store, client = store_and_client(tmp_path, conn)
         generation = backup_month(conn, store, client, conninfo=seeded, month=MONTH).generation
     scratch_schemas = "SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, %s)"
-    with db.connect(seeded) as holder, db.connect(seeded, autocommit=True) as watcher:
+    with db.connect(seeded, autocommit=False) as holder, db.connect(seeded, autocommit=True) as watcher:
         # Hold the parent table: the restore's CREATE TABLE (LIKE ...) waits there, mid-run.
         holder.execute("LOCK TABLE event_logs IN ACCESS EXCLUSIVE MODE")
         run = subprocess.Popen([sys.executable, "-c", _VERIFY, seeded, str(generation.path), str(client.bin_dir),

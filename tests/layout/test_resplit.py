@@ -121,7 +121,7 @@ def _assert_same_rows(conninfo: str) -> None:
 
 @pytest.mark.slow
 def test_planets_split_4_to_8_while_the_game_plays(demo_db):
-    with psycopg.connect(demo_db) as conn:
+    with psycopg.connect(demo_db, autocommit=True) as conn:
         before = _rows(conn, PLANETS)
         assert set(_partitions(conn).values()) == {f"FOR VALUES WITH (modulus 4, remainder {r})" for r in range(4)}
     game = Game(demo_db, seed=1)
@@ -129,7 +129,7 @@ def test_planets_split_4_to_8_while_the_game_plays(demo_db):
     player = threading.Thread(target=game.play, args=(stop,))
     player.start()
     try:
-        with psycopg.connect(demo_db) as conn:
+        with psycopg.connect(demo_db, autocommit=True) as conn:
             notices: list[str] = []
             conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
             conn.execute("SET client_min_messages = debug1")  # the server says when ATTACH skips its scan
@@ -146,7 +146,7 @@ def test_planets_split_4_to_8_while_the_game_plays(demo_db):
     assert [r.split.old.name for r in result.results] == [f"celestial_bodies_planets_{r}" for r in range(4)]
     assert result.verified and result.rows_moved >= len(before) - 50
     _assert_same_rows(demo_db)
-    with psycopg.connect(demo_db) as conn:
+    with psycopg.connect(demo_db, autocommit=True) as conn:
         bounds = _partitions(conn)
         assert sorted(bounds.values()) == sorted(f"FOR VALUES WITH (modulus 8, remainder {r})" for r in range(8))
         assert _leftovers(conn) == (0, 0)
@@ -167,7 +167,7 @@ def test_planets_split_4_to_8_while_the_game_plays(demo_db):
 
 @pytest.mark.slow
 def test_a_dry_run_changes_nothing(demo_db):
-    with psycopg.connect(demo_db) as conn:
+    with psycopg.connect(demo_db, autocommit=True) as conn:
         before = _partitions(conn)
         result = resplit_hash_partitions(conn, PLANETS, 8, dry_run=True)
         text = result.plan.to_markdown(conn)
@@ -189,13 +189,13 @@ def test_a_split_killed_at_any_point_completes_on_rerun(demo_db, point):
         if reached == point:
             raise Killed(point)
 
-    with psycopg.connect(demo_db) as conn:
+    with psycopg.connect(demo_db, autocommit=True) as conn:
         with pytest.raises(Killed):
             resplit_hash_partitions(conn, PLANETS, 8, remainders=[1], batch_rows=200, retry=PATIENT, hook=hook)
     game = Game(demo_db, seed=2)
     for _ in range(50):
         game.step()
-    with psycopg.connect(demo_db) as conn:
+    with psycopg.connect(demo_db, autocommit=True) as conn:
         rerun = resplit_hash_partitions(conn, PLANETS, 8, remainders=[1], batch_rows=200, retry=PATIENT)
     for _ in range(50):
         game.step()
@@ -203,7 +203,7 @@ def test_a_split_killed_at_any_point_completes_on_rerun(demo_db, point):
     assert game.errors == []
     assert rerun.recovered and ("undone" in rerun.recovered[0] or "finished" in rerun.recovered[0])
     _assert_same_rows(demo_db)
-    with psycopg.connect(demo_db) as conn:
+    with psycopg.connect(demo_db, autocommit=True) as conn:
         bounds = set(_partitions(conn).values())
         assert {"FOR VALUES WITH (modulus 8, remainder 1)", "FOR VALUES WITH (modulus 8, remainder 5)"} <= bounds
         assert "FOR VALUES WITH (modulus 4, remainder 1)" not in bounds
@@ -212,7 +212,7 @@ def test_a_split_killed_at_any_point_completes_on_rerun(demo_db, point):
 
 @pytest.mark.slow
 def test_kept_old_partitions_are_dropped_only_after_verification_and_retention(demo_db):
-    with psycopg.connect(demo_db) as conn:
+    with psycopg.connect(demo_db, autocommit=True) as conn:
         result = resplit_hash_partitions(conn, PLANETS, 8, remainders=[2], keep_old=True, retry=PATIENT)
         move_id = result.results[0].outcome.move_id
         assert verified_moves(conn, [move_id])[move_id][0]
@@ -227,7 +227,7 @@ def test_kept_old_partitions_are_dropped_only_after_verification_and_retention(d
 
 
 def test_a_second_hash_table_made_here_and_bad_targets(new_database):
-    with psycopg.connect(new_database) as conn:
+    with psycopg.connect(new_database, autocommit=True) as conn:  # maintenance runs in autocommit
         conn.execute("CREATE TABLE orders (id bigint, customer int, note text, PRIMARY KEY (id, customer)) "
                      "PARTITION BY HASH (customer)")
         for r in range(2):

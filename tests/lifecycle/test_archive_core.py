@@ -198,7 +198,7 @@ def test_dense_due_rows_move_by_heap_page_ranges_and_a_row_changed_meanwhile_sta
         changed_id = conn.execute("SELECT id FROM celestial_bodies_small WHERE " + where + " ORDER BY ctid LIMIT 1",
                                   (scope.lower, scope.upper)).fetchone()[0]
         conn.commit()
-        with db.connect(new_database) as game:
+        with db.connect(new_database, autocommit=False) as game:  # holds its row lock until commit
             game.execute("UPDATE celestial_bodies SET is_destroyed = false WHERE id = %s", (changed_id,))
             with db.connect(new_database) as archiver:
                 blockers: list[list[int]] = []

@@ -141,11 +141,11 @@ def test_rehydrate_is_the_callers_transaction(demo_db):
         save_id = _packed_ids(conn)[0]
         info = conn.execute("SELECT compression_info FROM game_saves WHERE id = %s", (save_id,)).fetchone()[0]
         assert info["codec"] == "zlib" and info["level"] == 9
-        rehydrate_save(conn, save_id)
-        conn.rollback()
+        with conn.transaction(force_rollback=True):  # the caller's transaction decides
+            rehydrate_save(conn, save_id)
         assert save_id in _packed_ids(conn)
-        rehydrate_save(conn, save_id)
-        conn.commit()
+        with conn.transaction():
+            rehydrate_save(conn, save_id)
         assert save_id not in _packed_ids(conn)
         with pytest.raises(ValueError, match="not compressed"):
             rehydrate_save(conn, save_id)

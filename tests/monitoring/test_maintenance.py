@@ -48,7 +48,7 @@ def test_vacuum_lowers_dead_tuples_under_the_tables_lock(database):
 
 
 def test_vacuum_needs_autocommit(database):
-    with db.connect(database) as conn:
+    with db.connect(database, autocommit=False) as conn:
         with pytest.raises(ValueError, match="transaction block"):
             apply(conn, plan_vacuum(conn, [("public", "vac_p2")]))
 

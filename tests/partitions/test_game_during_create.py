@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 
+from cosmic_ops import db
 from cosmic_ops.db import LockRetryPolicy
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months
 
@@ -42,7 +43,7 @@ def test_an_insert_planned_during_the_create_waits_and_lands_in_its_month(event_
     outcome: dict[str, object] = {}
 
     def create() -> None:
-        with psycopg.connect(event_db, application_name="cosmic_ops:test-create") as conn:
+        with db.connect(event_db, application_name="cosmic_ops:test-create") as conn:
             try:
                 outcome["result"] = ensure_months(conn, EVENT_LOGS_POLICY, [MONTH], retry=PATIENT)
             except Exception as exc:  # reported by the assertions below
@@ -98,7 +99,7 @@ def test_a_stream_of_inserts_never_errors_while_months_are_created(event_db):
     with psycopg.connect(event_db, autocommit=True) as watcher:  # some rows are waiting in DEFAULT first
         while watcher.execute("SELECT count(*) FROM event_logs_default").fetchone()[0] < 200 and not errors:
             time.sleep(0.01)
-    with psycopg.connect(event_db, application_name="cosmic_ops:test-create") as conn:
+    with db.connect(event_db, application_name="cosmic_ops:test-create") as conn:
         result = ensure_months(conn, EVENT_LOGS_POLICY, [MONTH, date(2026, 6, 1), date(2026, 7, 1)],
                                retry=PATIENT)
     # More inserts after the month exists, then stop.

@@ -23,7 +23,7 @@ QUICK = LockRetryPolicy(lock_timeout_ms=100, attempts=3, backoff_s=0.05, max_bac
 def test_conflicting_table_lock_retries_then_fails_with_nothing_half_done(event_db, econn):
     insert_events(econn, "2026-05-10 00:00+00")
     before, rows = tree_snapshot(econn), row_fingerprint(econn)
-    with db.connect(event_db, application_name="game_traffic") as other:
+    with db.connect(event_db, application_name="game_traffic", autocommit=False) as other:
         other.execute("LOCK TABLE event_logs IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(LockRetriesExhausted, match="after 3 attempts of 100 ms.*Nothing was changed"):
             ensure_months(econn, EVENT_LOGS_POLICY, [date(2026, 5, 1)], retry=QUICK)
@@ -37,7 +37,7 @@ def test_conflicting_table_lock_retries_then_fails_with_nothing_half_done(event_
 
 def test_lock_on_the_default_partition_alone_also_blocks_cleanly(event_db, econn):
     before = tree_snapshot(econn)
-    with db.connect(event_db) as other:
+    with db.connect(event_db, autocommit=False) as other:
         other.execute("LOCK TABLE event_logs_default IN ACCESS SHARE MODE")  # a long reader of DEFAULT
         with pytest.raises(LockRetriesExhausted):
             ensure_months(econn, EVENT_LOGS_POLICY, [date(2026, 5, 1)], retry=QUICK)
@@ -92,7 +92,7 @@ def test_killed_run_leaves_nothing_and_the_next_run_finishes(event_db, econn):
             except BaseException as exc:  # noqa: BLE001 - the thread reports what killed it
                 errors.append(exc)
 
-    with db.connect(event_db) as other, db.connect(event_db, autocommit=True) as watcher:
+    with db.connect(event_db, autocommit=False) as other, db.connect(event_db, autocommit=True) as watcher:
         other.execute("LOCK TABLE event_logs_default IN ACCESS SHARE MODE")
         thread = threading.Thread(target=victim)
         thread.start()

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from cosmic_ops import db
 from cosmic_ops.db import LockRetryPolicy
 from cosmic_ops.online import VerificationFailed
 from cosmic_ops.partitions import EVENT_LOGS_POLICY, ensure_months, plan_months, rehome_default_rows
@@ -141,7 +142,7 @@ def test_months_are_created_online_while_the_game_changes_every_kind_of_row(even
             scripted.every_kind_of_change()
 
     try:
-        with psycopg.connect(event_db, application_name="cosmic_ops:test") as conn:
+        with db.connect(event_db, application_name="cosmic_ops:test") as conn:
             plan = plan_months(conn, POLICY, [MAY, JUNE])
             conn.commit()
             assert [a.kind for a in plan.actions] == ["split_default"]
@@ -161,7 +162,7 @@ def test_months_are_created_online_while_the_game_changes_every_kind_of_row(even
 
 def test_a_dry_run_shows_the_online_move_and_changes_nothing(event_db):
     _seed(event_db)
-    with psycopg.connect(event_db) as conn:
+    with db.connect(event_db) as conn:
         before = conn.execute("SELECT count(*) FROM pg_class").fetchone()[0]
         result = ensure_months(conn, POLICY, [MAY, JUNE], dry_run=True)
         text = result.plan.to_markdown(conn)
@@ -186,13 +187,13 @@ def test_a_move_killed_at_any_point_is_undone_or_finished_by_the_next_run(event_
         if reached == point:
             raise Killed(point)
 
-    with psycopg.connect(event_db) as conn:
+    with db.connect(event_db) as conn:
         plan = plan_months(conn, POLICY, [MAY, JUNE])
         conn.commit()
         with pytest.raises(Killed):
             apply_split(conn, plan.actions[0], PATIENT, hook=hook)
     game.every_kind_of_change()  # the game goes on between the kill and the rerun
-    with psycopg.connect(event_db) as conn:
+    with db.connect(event_db) as conn:
         rerun = ensure_months(conn, POLICY, [MAY, JUNE], retry=PATIENT)
     game.every_kind_of_change()
     game.close()
@@ -218,7 +219,7 @@ def test_new_tables_that_differ_from_the_source_are_never_swapped_in(event_db):
                 other.execute("ALTER TABLE event_logs_2026_05 DISABLE TRIGGER USER")
                 other.execute("DELETE FROM event_logs_2026_05 WHERE id = 11")
 
-    with psycopg.connect(event_db) as conn:
+    with db.connect(event_db) as conn:
         plan = plan_months(conn, POLICY, [MAY, JUNE])
         conn.commit()
         with pytest.raises(VerificationFailed, match="2026-05"):
@@ -235,7 +236,7 @@ def test_new_tables_that_differ_from_the_source_are_never_swapped_in(event_db):
 
 def test_rehoming_moves_every_month_in_one_online_move(event_db):
     _seed(event_db)
-    with psycopg.connect(event_db) as conn:
+    with db.connect(event_db) as conn:
         result = rehome_default_rows(conn, POLICY, retry=PATIENT)
     assert result.created == ["event_logs_2024_01", "event_logs_2026_05", "event_logs_2026_06"]
     assert result.rows_moved == 4040 and result.default_rows_after == 0
@@ -243,7 +244,7 @@ def test_rehoming_moves_every_month_in_one_online_move(event_db):
 
 
 def test_a_few_rows_still_move_inside_the_create_transaction(event_db):
-    with psycopg.connect(event_db) as conn:
+    with db.connect(event_db) as conn:
         conn.execute("INSERT INTO event_logs (server_timestamp, player_id, event_type) VALUES (%s, 1, 'x')",
                      (IN_MONTH[MAY],))
         conn.commit()
@@ -266,7 +267,7 @@ def test_a_capture_disabled_after_verification_stops_the_swap_and_truncate_is_re
                 other.execute(f'ALTER TABLE event_logs_default DISABLE TRIGGER "{trigger}"')
                 seen.append(trigger)
 
-    with psycopg.connect(event_db) as conn:
+    with db.connect(event_db) as conn:
         plan = plan_months(conn, POLICY, [MAY, JUNE])
         conn.commit()
         with pytest.raises(VerificationFailed, match="dropped or disabled"):
